@@ -1,0 +1,215 @@
+"""Typed, frozen configuration loaded from YAML in ``conf/``.
+
+Defaults are embedded in the models, so the product runs with no file at all. A YAML file may
+``extends: base.yaml`` (a path relative to itself) and overrides only what it names. Unknown keys,
+wrong types and secrets in YAML fail fast with the file, the key and the reason on one line.
+Exchange credentials come from the environment only (see ``Credentials``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+CONFIG_ENV = "AUTOSCALP_CONFIG"
+UNIFIED_SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$")
+SECRET_KEYS = {"api_key", "apikey", "secret", "api_secret", "password", "passphrase", "private_key"}
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExchangeConfig(Frozen):
+    id: str = Field("binanceusdm", description="ccxt exchange id (binanceusdm = Binance USD-M futures)")
+    testnet: bool = Field(False, description="use the exchange sandbox URLs")
+    timeout_ms: int = Field(10_000, gt=0)
+    max_retries: int = Field(5, ge=0, description="retries of a failed REST call or stream")
+    backoff_s: float = Field(1.0, gt=0, description="first retry delay, doubled each retry")
+    backoff_max_s: float = Field(30.0, gt=0)
+
+
+class SyntheticSourceConfig(Frozen):
+    seed: int = 7
+    ticks: int = Field(200_000, gt=0, description="trade + quote events per symbol")
+    start: datetime = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    start_price: float = Field(60_000.0, gt=0)
+    tick_size: float = Field(0.1, gt=0)
+
+
+class FilesSourceConfig(Frozen):
+    paths: tuple[str, ...] = ()
+
+
+class ExchangeSourceConfig(Frozen):
+    mode: Literal["rest", "stream"] = "rest"
+    duration_s: float = Field(60.0, gt=0, description="how long to poll or stream")
+    poll_interval_s: float = Field(1.0, gt=0)
+    order_book_depth: int = Field(20, gt=0)
+
+
+class SourcesConfig(Frozen):
+    default: Literal["synthetic", "files", "exchange"] = "synthetic"
+    synthetic: SyntheticSourceConfig = SyntheticSourceConfig()
+    files: FilesSourceConfig = FilesSourceConfig()
+    exchange: ExchangeSourceConfig = ExchangeSourceConfig()
+
+
+class QualityConfig(Frozen):
+    backwards_tolerance_ms: int = Field(
+        1_000, ge=0, description="a tick older than the stream's latest by more than this is quarantined"
+    )
+    max_bad_lines: int = Field(0, ge=0, description="unparseable lines quarantined before a file is rejected")
+    gap_threshold_s: float = Field(5.0, gt=0, description="silences longer than this count as gaps")
+
+
+class DataConfig(Frozen):
+    store_dir: str | None = Field(None, description="parquet store; default $AUTOSCALP_HOME/store")
+
+
+class AppConfig(Frozen):
+    exchange: ExchangeConfig = ExchangeConfig()
+    symbols: tuple[str, ...] = ("BTC/USDT:USDT",)
+    data: DataConfig = DataConfig()
+    sources: SourcesConfig = SourcesConfig()
+    quality: QualityConfig = QualityConfig()
+
+    @field_validator("symbols")
+    @classmethod
+    def _unified_symbols(cls, symbols: tuple[str, ...]) -> tuple[str, ...]:
+        for symbol in symbols:
+            if not UNIFIED_SYMBOL.match(symbol):
+                raise ValueError(f"{symbol!r} is not a ccxt unified symbol such as 'BTC/USDT:USDT'")
+        if not symbols:
+            raise ValueError("at least one symbol is needed")
+        return symbols
+
+
+class Credentials(Frozen):
+    """Exchange API keys, read from the environment only and never printed."""
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, exchange_id: str, environ: dict[str, str] | None = None) -> Credentials:
+        env = os.environ if environ is None else environ
+        prefix = f"AUTOSCALP_{exchange_id.upper()}_"
+
+        def read(name: str) -> SecretStr | None:
+            value = env.get(prefix + name) or env.get("AUTOSCALP_" + name)
+            return SecretStr(value) if value else None
+
+        return cls(api_key=read("API_KEY"), api_secret=read("API_SECRET"))
+
+    @property
+    def complete(self) -> bool:
+        return self.api_key is not None and self.api_secret is not None
+
+
+def load_config(path: str | Path | None = None) -> AppConfig:
+    """Load and validate a config file; no path (and no AUTOSCALP_CONFIG) gives the defaults."""
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    if path is None:
+        return AppConfig()
+    path = Path(path)
+    raw = _read_with_extends(path, seen=())
+    try:
+        return AppConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: expected a file path, got {type(parent).__name__}")
+    base = _read_with_extends(path.parent / parent, seen + (path.resolve(),))
+    return _deep_merge(base, raw)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: {where}invalid YAML: {problem}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    secret = _find_secret_key(raw)
+    if secret:
+        raise ConfigError(
+            f"{path}: {secret}: secrets are never read from YAML; set AUTOSCALP_API_KEY and "
+            "AUTOSCALP_API_SECRET in the environment"
+        )
+    return raw
+
+
+def _find_secret_key(raw: Any, prefix: str = "") -> str | None:
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            dotted = f"{prefix}{key}"
+            if str(key).lower() in SECRET_KEYS:
+                return dotted
+            found = _find_secret_key(value, dotted + ".")
+            if found:
+                return found
+    return None
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(AppConfig, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+        return f"{key}: unknown key{hint}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message} (got {error.get('input')!r})"
+
+
+def _known_keys(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)

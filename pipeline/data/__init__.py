@@ -1,0 +1,1 @@
+"""Tick data: schemas, sources, quality checks and the partitioned parquet store."""

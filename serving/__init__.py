@@ -1,0 +1,1 @@
+"""The trading runtime of autoscalp. Imports ``pipeline``, never ``flows``."""
