@@ -38,6 +38,9 @@ ConfigOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 stdout = Console()
+if not stdout.is_terminal:
+    # Piped or captured output: do not squeeze tables into 80 columns.
+    stdout = Console(width=max(stdout.width, 180))
 
 
 @contextmanager
@@ -100,14 +103,15 @@ def ingest_command(
     if as_json:
         print(json.dumps(reports, indent=2))
         return
-    table = Table("source", "exchange", "symbol", "kind", "parsed", "added", "already stored", "quarantined")
     for report in reports:
+        table = Table("exchange", "symbol", "kind", "parsed", "added", "already stored", "quarantined",
+                      title=f"ingested {report['source']}")
         for s in report["streams"]:
             table.add_row(
-                report["source"], s["exchange"], s["symbol"], s["kind"],
+                s["exchange"], s["symbol"], s["kind"],
                 f"{s['parsed']:,}", f"{s['added']:,}", f"{s['duplicates']:,}", f"{s['quarantined']:,}",
             )
-    stdout.print(table)
+        stdout.print(table)
 
 
 def _ingest_in_process(

@@ -1,7 +1,7 @@
 """Ingest flow: one retried task per source unit (a file, or a symbol of the exchange/simulator).
 
 Runs on Prefect's temporary local server when PREFECT_API_URL is unset, and against a running
-Prefect server when it is set. Bad input (AutoscalpError) is not retried: it will not get better.
+Prefect server when it is set. Bad input (AutoscalpError) is not retried; network outages (TransientSourceError) are.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pipeline.config import load_config
 from pipeline.data.ingest import ingest
 from pipeline.data.sources import SourceSpec, build_source, plan_sources
 from pipeline.data.store import TickStore
-from pipeline.errors import AutoscalpError
+from pipeline.errors import AutoscalpError, TransientSourceError
 from pipeline.home import autoscalp_home
 
 
 def _transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's retry_condition_fn signature)
-    return not isinstance(state.data, AutoscalpError)
+    """Retry crashes and network outages; bad input will not get better by retrying."""
+    error = state.data
+    return isinstance(error, TransientSourceError) or not isinstance(error, AutoscalpError)
 
 
 @task(

@@ -19,3 +19,10 @@ class ConfigError(AutoscalpError):
 
 class SourceError(AutoscalpError):
     """A tick source that cannot be read: missing, corrupt, truncated or of the wrong format."""
+
+
+class TransientSourceError(SourceError):
+    """A source that failed for a reason that may pass (network down after all retries).
+
+    The ingest flow retries these at task level; other AutoscalpErrors are not retried.
+    """
