@@ -1,0 +1,144 @@
+"""The candidate indicators: families x windows x transforms, each with a stable name.
+
+Names read ``<family>_<window>[_<transform>]``: ``rsi_tick_100`` (RSI over 100 quote updates),
+``rv_time_5s`` (realised volatility, 5 s time constant), ``ofi_tick_200_z2000`` (order-flow
+imbalance z-scored over 2000 events), ``spreadrel_l1`` (level-1 book, no window),
+``sincelarge_x5`` (time since a trade 5x the mean size).
+
+A list of names compiles to a ``Program``: the arrays the compiled step runs, the state size and
+every feature's declared warm-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from pipeline.errors import AutoscalpError
+from pipeline.features.families import FAMILIES, Family, Warmup
+from pipeline.features.step import DEVIATION, RAW, TRANSFORM_STATE, ZSCORE
+
+TICK_WINDOWS = (5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+TIME_WINDOWS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+LARGE_TRADE_MULTIPLES = (3.0, 5.0, 10.0)
+# (suffix, transform id, span in events). The z-scores make level-dependent indicators
+# comparable across regimes; the deviation removes a slow drift.
+TRANSFORMS = (("", RAW, 0.0), ("_z200", ZSCORE, 200.0), ("_z2000", ZSCORE, 2000.0), ("_d50", DEVIATION, 50.0))
+
+
+class UnknownFeatureError(AutoscalpError):
+    pass
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    family: Family
+    window: float  # updates of the family's stream, seconds, or a multiple (sincelarge)
+    transform: int
+    transform_span: float
+    warmup: Warmup
+
+    @property
+    def base_name(self) -> str:
+        return self.name.removesuffix(_suffix(self.transform, self.transform_span))
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family.name,
+            "unit": self.family.unit,
+            "stream": self.family.stream,
+            "window": self.window,
+            "transform": _suffix(self.transform, self.transform_span).lstrip("_") or "raw",
+            "warmup_quotes": self.warmup.quotes,
+            "warmup_trades": self.warmup.trades,
+            "warmup_events": self.warmup.events,
+            "warmup_seconds": self.warmup.seconds,
+            "description": self.family.description,
+        }
+
+
+def _suffix(transform: int, span: float) -> str:
+    for suffix, tid, tspan in TRANSFORMS:
+        if tid == transform and tspan == span:
+            return suffix
+    return ""
+
+
+def window_label(family: Family, window: float) -> str:
+    if family.unit == "tick":
+        return f"_{int(window)}"
+    if family.unit == "time":
+        return f"_{int(window * 1000)}ms" if window < 1 else f"_{int(window)}s"
+    if family.name == "sincelarge":
+        return f"_x{int(window)}"
+    return ""
+
+
+def _windows(family: Family) -> tuple[float, ...]:
+    if family.unit == "tick":
+        return tuple(float(w) for w in TICK_WINDOWS)
+    if family.unit == "time":
+        return TIME_WINDOWS
+    if family.name == "sincelarge":
+        return LARGE_TRADE_MULTIPLES
+    return (0.0,)
+
+
+@cache
+def catalog() -> dict[str, FeatureSpec]:
+    """Every candidate indicator by name, in a stable order."""
+    specs: dict[str, FeatureSpec] = {}
+    for family in FAMILIES:
+        for window in _windows(family):
+            base = f"{family.name}{window_label(family, window)}"
+            for suffix, tid, span in TRANSFORMS:
+                warmup = family.warmup(window) + Warmup(events=int(4 * span))
+                specs[base + suffix] = FeatureSpec(base + suffix, family, window, tid, span, warmup)
+    return specs
+
+
+def resolve(names: list[str] | tuple[str, ...]) -> list[FeatureSpec]:
+    specs = catalog()
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise UnknownFeatureError(
+            f"unknown feature {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            + "; `autoscalp features list` shows every name"
+        )
+    return [specs[n] for n in names]
+
+
+@dataclass(frozen=True)
+class Program:
+    names: tuple[str, ...]
+    iprog: np.ndarray  # int64 [k, 4]: family id, transform id, base state offset, transform offset
+    fprog: np.ndarray  # float64 [k, 2]: window, transform span
+    state_size: int
+    warmup: np.ndarray  # float64 [k, 4]: quotes, trades, events, seconds
+
+    def new_state(self) -> np.ndarray:
+        return np.zeros(self.state_size, dtype=np.float64)
+
+    def max_warmup(self) -> Warmup:
+        top = self.warmup.max(axis=0) if len(self.names) else np.zeros(4)
+        return Warmup(int(top[0]), int(top[1]), int(top[2]), float(top[3]))
+
+
+def compile_program(names: list[str] | tuple[str, ...]) -> Program:
+    specs = resolve(names)
+    iprog = np.zeros((len(specs), 4), dtype=np.int64)
+    fprog = np.zeros((len(specs), 2), dtype=np.float64)
+    warmup = np.zeros((len(specs), 4), dtype=np.float64)
+    offset = 0
+    for k, spec in enumerate(specs):
+        base_size = spec.family.state_size(int(spec.window))
+        iprog[k] = (spec.family.id, spec.transform, offset, offset + base_size)
+        fprog[k] = (spec.window, spec.transform_span)
+        offset += base_size + TRANSFORM_STATE[spec.transform]
+        w = spec.warmup
+        warmup[k] = (w.quotes, w.trades, w.events, w.seconds)
+    return Program(tuple(names), iprog, fprog, offset, warmup)
