@@ -22,6 +22,10 @@ class Home:
         return self.root / "store"
 
     @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
     def mlflow(self) -> Path:
         return self.root / "mlflow"
 

@@ -17,7 +17,7 @@ from functools import cache
 import numpy as np
 
 from pipeline.errors import AutoscalpError
-from pipeline.features.families import FAMILIES, Family, Warmup
+from pipeline.features.families import EW_SPANS, FAMILIES, Family, Warmup
 from pipeline.features.step import DEVIATION, RAW, TRANSFORM_STATE, ZSCORE
 
 TICK_WINDOWS = (5, 10, 20, 50, 100, 200, 500, 1000, 2000)
@@ -57,6 +57,8 @@ class FeatureSpec:
             "warmup_trades": self.warmup.trades,
             "warmup_events": self.warmup.events,
             "warmup_seconds": self.warmup.seconds,
+            "warmup_moves": self.warmup.moves,
+            "warmup_after_events": self.warmup.after_events,
             "description": self.family.description,
         }
 
@@ -88,6 +90,29 @@ def _windows(family: Family) -> tuple[float, ...]:
     return (0.0,)
 
 
+TRANSFORMED_INPUT_WARMUP = 1.5
+
+
+def _input_warmup(family: Family, window: float, transform: int) -> Warmup:
+    """The warm-up of a feature's untransformed indicator. A transform measures its input's
+    variation over its span, which for a slow input is far smaller than the input's own scale (a
+    2000-trade Kyle lambda moves little in 50 events): 1e-3 of the transform's scale needs the
+    input's start-up residue ~20 x smaller than 1e-3 of its own, so it warms 1.5 x longer
+    (exp(-18) instead of exp(-12) for an EW)."""
+    warmup = family.warmup(window)
+    return warmup if transform == RAW else warmup.scaled(TRANSFORMED_INPUT_WARMUP)
+
+
+def _transform_warmup(transform: int, span: float) -> Warmup:
+    """A transform is an EW over events fed once its input is warm (pipeline.features.step): it
+    needs its spans of events after the input's warm-up, not merely since the start (a z-score
+    started as its input warms up holds the square of the input's start-up swings). A z-score's
+    deviation is the square root of an EW variance, so where its input is flat a start-up error
+    decays at half the rate: twice the spans."""
+    spans = 2.0 * EW_SPANS if transform == ZSCORE else EW_SPANS
+    return Warmup(after_events=int(spans * span))
+
+
 @cache
 def catalog() -> dict[str, FeatureSpec]:
     """Every candidate indicator by name, in a stable order."""
@@ -96,7 +121,7 @@ def catalog() -> dict[str, FeatureSpec]:
         for window in _windows(family):
             base = f"{family.name}{window_label(family, window)}"
             for suffix, tid, span in TRANSFORMS:
-                warmup = family.warmup(window) + Warmup(events=int(4 * span))
+                warmup = _input_warmup(family, window, tid) + _transform_warmup(tid, span)
                 specs[base + suffix] = FeatureSpec(base + suffix, family, window, tid, span, warmup)
     return specs
 
@@ -116,29 +141,31 @@ def resolve(names: list[str] | tuple[str, ...]) -> list[FeatureSpec]:
 class Program:
     names: tuple[str, ...]
     iprog: np.ndarray  # int64 [k, 4]: family id, transform id, base state offset, transform offset
-    fprog: np.ndarray  # float64 [k, 2]: window, transform span
+    fprog: np.ndarray  # float64 [k, 7]: window, transform span, the base indicator's warm-up (5 counters)
     state_size: int
-    warmup: np.ndarray  # float64 [k, 4]: quotes, trades, events, seconds
+    warmup: np.ndarray  # float64 [k, 6]: quotes, trades, events, seconds, moves, after_events
 
     def new_state(self) -> np.ndarray:
         return np.zeros(self.state_size, dtype=np.float64)
 
     def max_warmup(self) -> Warmup:
-        top = self.warmup.max(axis=0) if len(self.names) else np.zeros(4)
-        return Warmup(int(top[0]), int(top[1]), int(top[2]), float(top[3]))
+        """Enough for every feature (each part the largest, so maybe more than any one needs)."""
+        top = self.warmup.max(axis=0) if len(self.names) else np.zeros(6)
+        return Warmup(int(top[0]), int(top[1]), int(top[2]), float(top[3]), int(top[4]), int(top[5]))
 
 
 def compile_program(names: list[str] | tuple[str, ...]) -> Program:
     specs = resolve(names)
     iprog = np.zeros((len(specs), 4), dtype=np.int64)
-    fprog = np.zeros((len(specs), 2), dtype=np.float64)
-    warmup = np.zeros((len(specs), 4), dtype=np.float64)
+    fprog = np.zeros((len(specs), 7), dtype=np.float64)
+    warmup = np.zeros((len(specs), 6), dtype=np.float64)
     offset = 0
     for k, spec in enumerate(specs):
         base_size = spec.family.state_size(int(spec.window))
         iprog[k] = (spec.family.id, spec.transform, offset, offset + base_size)
-        fprog[k] = (spec.window, spec.transform_span)
+        base = _input_warmup(spec.family, spec.window, spec.transform)
+        fprog[k] = (spec.window, spec.transform_span, base.quotes, base.trades, base.events, base.seconds, base.moves)
         offset += base_size + TRANSFORM_STATE[spec.transform]
         w = spec.warmup
-        warmup[k] = (w.quotes, w.trades, w.events, w.seconds)
+        warmup[k] = (w.quotes, w.trades, w.events, w.seconds, w.moves, w.after_events)
     return Program(tuple(names), iprog, fprog, offset, warmup)

@@ -39,6 +39,7 @@ TRADE_IMPACT = 23  # log-mid change between the previous trade and this one
 LAST_TRADE_T = 24
 N_QUOTES, N_TRADES, N_EVENTS = 25, 26, 27
 HAS_BOOK, HAS_TRADE = 28, 29
+N_MOVES = 30  # quote updates that moved the mid (a scale-free ratio of returns learns only from these)
 CORE_SIZE = 32
 
 # Slots of the int64 clock array.
@@ -103,6 +104,8 @@ def update_core(core, clock, ts_ns, kind, price, qty, side, bid, bid_qty, ask, a
         core[LOG_MID] = log_mid
         if had_book:
             core[RET] = log_mid - core[PREV_LOG_MID]
+            if core[RET] != 0.0:
+                core[N_MOVES] += 1.0
             # Order-flow imbalance increment (Cont, Kukanov & Stoikov 2014).
             e = 0.0
             if bid >= core[PREV_BID]:

@@ -8,8 +8,12 @@ values may reach a model: ``extract`` marks rows, ``FeatureEngine.warm`` says wh
 
 from __future__ import annotations
 
+import math
+
+import numba
 import numpy as np
 import pandas as pd
+from numba.core import types
 
 from pipeline.features import core as c
 from pipeline.features.catalog import Program, compile_program
@@ -18,6 +22,11 @@ from pipeline.features.events import EventArrays
 from pipeline.features.step import run_batch, step
 
 CHUNK_EVENTS = 200_000
+NAN = math.nan
+# The warm-up counters, as ``run_program`` reports them after each emitted event and a Warmup
+# declares them (plus its after_events). Events are valid events (ignored ticks do not count).
+PROGRESS = ("quotes", "trades", "events", "seconds", "moves")
+EVENTS = PROGRESS.index("events")
 
 
 class FeatureEngine:
@@ -31,40 +40,72 @@ class FeatureEngine:
         self._core, self._clock = new_core()
         self.values = np.full(len(self.names), np.nan)
         top = self.program.max_warmup()
-        self._need = (top.quotes, top.trades, top.events, top.seconds)
+        self._need = (top.quotes, top.trades, top.events, top.seconds, top.moves)
+        self._after = top.after_events
+        self._inputs_warm_at = -1.0  # the event count when every input was first seen warm
+        self._warm = False
+        self._step = _bound_step(self._iprog, self._fprog, self._state, self._core, self._clock, self.values)
 
     def on_quote(self, ts_ns: int, bid: float, bid_qty: float, ask: float, ask_qty: float) -> np.ndarray:
-        step(self._iprog, self._fprog, self._state, self._core, self._clock, ts_ns, KIND_QUOTE,
-             np.nan, np.nan, 0.0, bid, bid_qty, ask, ask_qty, self.values)
+        self._step(self._iprog, self._fprog, self._state, self._core, self._clock, ts_ns, KIND_QUOTE,
+                   NAN, NAN, 0.0, bid, bid_qty, ask, ask_qty, self.values)
+        if not self._warm:
+            self._track_warmup()
         return self.values
 
     def on_trade(self, ts_ns: int, price: float, qty: float, side: float) -> np.ndarray:
-        step(self._iprog, self._fprog, self._state, self._core, self._clock, ts_ns, KIND_TRADE,
-             price, qty, side, np.nan, np.nan, np.nan, np.nan, self.values)
+        self._step(self._iprog, self._fprog, self._state, self._core, self._clock, ts_ns, KIND_TRADE,
+                   price, qty, side, NAN, NAN, NAN, NAN, self.values)
+        if not self._warm:
+            self._track_warmup()
         return self.values
 
     def update(self, tick) -> np.ndarray:
         """Fold one tick (anything with ``kind`` and the event fields, e.g. a replay event)."""
         if tick.kind == KIND_QUOTE:
             return self.on_quote(tick.ts_ns, tick.bid, tick.bid_qty, tick.ask, tick.ask_qty)
-        return self.on_trade(tick.ts_ns, tick.price, tick.qty, tick.side)
+        if tick.kind == KIND_TRADE:
+            return self.on_trade(tick.ts_ns, tick.price, tick.qty, tick.side)
+        return self.values  # neither: ignored, as the batch path ignores it
 
     @property
     def warm(self) -> bool:
+        """Every feature has seen its warm-up (as ``warm_mask`` says of the same events); once
+        warm, it stays warm."""
+        return self._warm
+
+    def _track_warmup(self) -> None:
+        """After each tick until warm (a few hundred ns, then one attribute test per tick): the
+        transforms' ``after_events`` count from the event where every input was warm."""
         core = self._core
-        return (
-            core[c.N_QUOTES] >= self._need[0]
-            and core[c.N_TRADES] >= self._need[1]
-            and core[c.N_EVENTS] >= self._need[2]
-            and core[c.T] >= self._need[3]
-        )
+        if self._inputs_warm_at < 0.0:
+            if not (
+                core[c.N_QUOTES] >= self._need[0]
+                and core[c.N_TRADES] >= self._need[1]
+                and core[c.N_EVENTS] >= self._need[2]
+                and core[c.T] >= self._need[3]
+                and core[c.N_MOVES] >= self._need[4]
+            ):
+                return
+            self._inputs_warm_at = core[c.N_EVENTS]
+        self._warm = bool(core[c.N_EVENTS] - self._inputs_warm_at >= self._after)
+
+
+def _bound_step(iprog, fprog, state, core, clock, values):
+    """``step`` compiled (or loaded from the cache) for the engine's argument types, called
+    directly: the dispatcher resolves the types of all 15 arguments on every call, ~0.3 us of the
+    ~1.3 us a tick costs with 25 features (bench/results/features.json). The engine always passes
+    these types; ints and floats are converted as the dispatcher would."""
+    scalars = (types.int64, types.int64) + (types.float64,) * 7
+    arrays = tuple(numba.typeof(a) for a in (iprog, fprog, state, core, clock))
+    return step.compile(arrays + scalars + (numba.typeof(values),))
 
 
 def run_program(program: Program, events: EventArrays, emit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Values after each emitted event ([len(emit), k]) and the warm-up counters at each."""
     emit = np.arange(len(events), dtype=np.int64) if emit is None else np.asarray(emit, dtype=np.int64)
     out = np.full((len(emit), len(program.names)), np.nan)
-    progress = np.zeros((len(emit), 4))
+    progress = np.zeros((len(emit), len(PROGRESS)))
     state = program.new_state()
     core, clock = new_core()
     values = np.full(len(program.names), np.nan)
@@ -76,9 +117,43 @@ def run_program(program: Program, events: EventArrays, emit: np.ndarray | None =
     return out, progress
 
 
-def warm_mask(program: Program, progress: np.ndarray) -> np.ndarray:
-    """[rows, k] True where the feature has seen its declared warm-up."""
-    return (progress[:, None, :] >= program.warmup[None, :, :]).all(axis=2)
+def warm_mask(program: Program, progress: np.ndarray, events: EventArrays | None = None) -> np.ndarray:
+    """[rows, k] True where the feature has seen its declared warm-up.
+
+    ``progress`` holds the counters (``PROGRESS``) after each row's event. A
+    transform's ``after_events`` count from the event where its input became warm: exactly, given
+    ``events`` (the stream the rows were computed on, from its first event) or rows at every
+    event; otherwise from the first row where the input is warm, so late, never early."""
+    n = len(PROGRESS)
+    warm = (progress[:, None, :n] >= program.warmup[None, :, :n]).all(axis=2)
+    after = program.warmup[:, n]
+    if not after.any() or not len(progress):
+        return warm
+    inputs_warm_at = _inputs_warm_at(program, event_progress(events)) if events is not None else None
+    for j in np.flatnonzero(after > 0):
+        if inputs_warm_at is not None:
+            at = inputs_warm_at[j]
+        else:
+            first = int(np.argmax(warm[:, j]))
+            at = progress[first, EVENTS] if warm[first, j] else np.inf
+        warm[:, j] &= progress[:, EVENTS] - at >= after[j]
+    return warm
+
+
+def event_progress(events: EventArrays) -> np.ndarray:
+    """The warm-up counters (``PROGRESS``) after every event of ``events``: the core only, no feature."""
+    return run_program(compile_program(()), events)[1]
+
+
+def _inputs_warm_at(program: Program, progress: np.ndarray) -> np.ndarray:
+    """Per feature, the event count at which its input warm-up was first met (inf if never);
+    ``progress`` is per event, and each counter only grows."""
+    at = np.full(len(program.names), np.inf)
+    for j, need in enumerate(program.warmup[:, :len(PROGRESS)]):
+        row = max(int(np.searchsorted(progress[:, m], need[m], side="left")) for m in range(len(PROGRESS)))
+        if row < len(progress):
+            at[j] = progress[row, EVENTS]
+    return at
 
 
 def extract(events: EventArrays, names: list[str] | tuple[str, ...], emit: np.ndarray | None = None) -> pd.DataFrame:
@@ -89,5 +164,5 @@ def extract(events: EventArrays, names: list[str] | tuple[str, ...], emit: np.nd
     out, progress = run_program(program, events, emit)
     frame = pd.DataFrame(out, columns=list(program.names))
     frame.insert(0, "ts_ns", events.ts_ns[emit])
-    frame["warm"] = warm_mask(program, progress).all(axis=1)
+    frame["warm"] = warm_mask(program, progress, events).all(axis=1)
     return frame

@@ -6,11 +6,14 @@ and feature extraction all build the stream here, so they see the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.data.schemas import QUOTES, TRADES, Kind
+from pipeline.data.sources.base import TickBatch
 from pipeline.features.core import KIND_QUOTE, KIND_TRADE
 
 
@@ -61,3 +64,22 @@ def merge_events(trades: pa.Table, quotes: pa.Table) -> EventArrays:
         "ask_qty": np.concatenate([_column(quotes, "ask_qty", np.float64), nan_t]),
     }
     return EventArrays(ts[order], kind[order], **{k: np.ascontiguousarray(v[order]) for k, v in columns.items()})
+
+
+def events_from_batches(batches: Iterable[TickBatch], symbol: str | None = None) -> EventArrays:
+    """The event stream of one symbol (default: the first one seen) from a source's batches;
+    depth and funding rows are not events of the feature stream."""
+    trades: list[pa.Table] = []
+    quotes: list[pa.Table] = []
+    for batch in batches:
+        symbol = batch.symbol if symbol is None else symbol
+        if batch.symbol != symbol:
+            continue
+        if batch.kind == Kind.TRADES:
+            trades.append(batch.rows.select(list(TRADES.names)))
+        elif batch.kind == Kind.QUOTES:
+            quotes.append(batch.rows.select(list(QUOTES.names)))
+    return merge_events(
+        pa.concat_tables(trades) if trades else TRADES.empty_table(),
+        pa.concat_tables(quotes) if quotes else QUOTES.empty_table(),
+    )

@@ -1,14 +1,27 @@
 """The indicator families: each kernel with its stream, window unit, state size and warm-up.
 
-A family plus a window is a base indicator (``rsi_tick_100``, ``rv_time_5s``). Warm-ups are what a
-kernel needs before its value no longer depends on where the computation started (to ~1e-3 of
-its scale): ring-buffer windows are exact after w + 1 updates; an EW average of span w forgets
-its start as exp(-2n / w), so 4 w updates; Wilder's 1/w smoothing needs 8 w; a time constant tau
-needs 7 tau. ``autoscalp features check`` verifies every declaration on data.
+A family plus a window is a base indicator (``rsi_tick_100``, ``rv_time_5s``). Its warm-up is what
+it needs before its value no longer depends on where the computation started, to 1e-3 of its
+scale (``pipeline.features.check`` measures exactly that, on synthetic and real BTC ticks):
+
+- a ring-buffer window is exact after w + 1 updates;
+- an EW average of span w forgets its start as exp(-2n / w), Wilder's 1/w smoothing as
+  exp(-n / w), a time constant tau as exp(-t / tau). A restart's start-up error can be ~100 x the
+  scale of a long average (whose spread shrinks like 1 / sqrt(w) against its input's), so the
+  warm-ups wait for exp(-12): 6 w (EW_SPANS), 12 w for Wilder's and for the square root of an EW
+  variance (bbz, bbw, trend), which forgets at half the rate where the input is flat;
+- updates carry unequal information: returns only when the mid moves (on a liquid perp most
+  book updates change sizes only), so return-based averages count mid moves; size- and
+  notional-weighted ones need more spans for trades thousands of times the median (VOLUME_SPANS);
+  time-decayed sums more time constants for bursts (TIME_CONSTANTS, VOLUME_TIME_CONSTANTS).
+
+The earlier 4 w / 8 w / 7 tau, counted in quote updates, left errors of up to 2 % of the scale
+(and several scales for RSI, autocorrelation and Hurst after a flat stretch) on real ticks.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -29,19 +42,42 @@ Unit = Literal["tick", "time", "level"]
 ) = range(40)
 
 
+EW_SPANS = 6.0  # warm-up of an EW average, in spans: exp(-2 x 6)
+# Of a time-decayed sum, in time constants: exp(-12), and ln(1000) ~ 7 more because events come
+# in bursts (a second of hundreds of trades, then silence): a burst just before the start can
+# outweigh what follows a thousandfold. Rounded up to 20.
+TIME_CONSTANTS = 20.0
+# Averages weighted by trade size or notional (or of its inverse) forget in volume, not in trades:
+# one trade ~3000 x the median size (on the real BTC perp and in the simulator alike) keeps its
+# weight for ln(3000) / 2 ~ 4 spans more, or ln(3000) ~ 8 time constants.
+VOLUME_SPANS = EW_SPANS + 4.0
+VOLUME_TIME_CONSTANTS = TIME_CONSTANTS + 8.0
+
+
 @dataclass(frozen=True)
 class Warmup:
-    """How much history an indicator needs: all of these must have been seen."""
+    """How much history an indicator needs: all of these must have been seen, and then
+    ``after_events`` more events (a transform's own warm-up, which starts once its input is warm).
+    The counters are those of ``pipeline.features.engine.PROGRESS``."""
 
     quotes: int = 0
     trades: int = 0
     events: int = 0
     seconds: float = 0.0
+    moves: int = 0  # quote updates that moved the mid
+    after_events: int = 0
 
     def __add__(self, other: Warmup) -> Warmup:
         return Warmup(
             self.quotes + other.quotes, self.trades + other.trades,
             self.events + other.events, self.seconds + other.seconds,
+            self.moves + other.moves, self.after_events + other.after_events,
+        )
+
+    def scaled(self, factor: float) -> Warmup:
+        return Warmup(
+            math.ceil(self.quotes * factor), math.ceil(self.trades * factor), math.ceil(self.events * factor),
+            self.seconds * factor, math.ceil(self.moves * factor), math.ceil(self.after_events * factor),
         )
 
 
@@ -57,10 +93,23 @@ class Family:
     description: str
 
 
-def _ew(stream: Stream, factor: float = 4.0) -> Callable[[float], Warmup]:
+def _ew(stream: Stream, factor: float = EW_SPANS) -> Callable[[float], Warmup]:
     def warmup(w: float) -> Warmup:
         n = int(factor * w) + 2
         return Warmup(quotes=n) if stream == "quotes" else Warmup(trades=n)
+
+    return warmup
+
+
+def _ew_moves(factor: float = EW_SPANS) -> Callable[[float], Warmup]:
+    """An EW of returns learns only when the mid moves: while it stands still, all its averages
+    decay together, and a ratio of them (RSI's up / down, an autocorrelation, a volatility
+    against its start) keeps what the last moves said, however long ago. So factor x w mid moves
+    (and as many quote updates)."""
+
+    def warmup(w: float) -> Warmup:
+        n = int(factor * w) + 2
+        return Warmup(quotes=n, moves=n)
 
     return warmup
 
@@ -69,8 +118,9 @@ def _ring(w: float) -> Warmup:
     return Warmup(quotes=int(w) + 2)
 
 
-def _time(factor: float = 7.0, needs_book: bool = False) -> Callable[[float], Warmup]:
-    return lambda w: Warmup(quotes=1 if needs_book else 0, seconds=factor * w)
+def _time(factor: float = TIME_CONSTANTS, needs_book: bool = False, needs_trade: bool = False) -> Callable[[float], Warmup]:
+    """A time constant's worth of seconds, and the quote or trade without which the value is NaN."""
+    return lambda w: Warmup(quotes=int(needs_book), trades=int(needs_trade), seconds=factor * w)
 
 
 def _const(size: int) -> Callable[[int], int]:
@@ -88,36 +138,42 @@ def _family(fid, name, kernel, stream, unit, size, warmup) -> Family:
 FAMILIES: tuple[Family, ...] = (
     _family(RET_TICK, "ret_tick", price.ret_tick, "quotes", "tick", lambda w: w + 3, _ring),
     _family(RET_TIME, "ret_time", price.ret_time, "events", "time", _const(2), _time(needs_book=True)),
-    _family(RV_TICK, "rv_tick", price.rv_tick, "quotes", "tick", _const(2), _ew("quotes")),
+    _family(RV_TICK, "rv_tick", price.rv_tick, "quotes", "tick", _const(2), _ew_moves()),
     _family(RV_TIME, "rv_time", price.rv_time, "events", "time", _const(1), _time(needs_book=True)),
-    _family(TICKVOL_TICK, "tickvol_tick", price.tickvol_tick, "quotes", "tick", _const(2), _ew("quotes")),
+    _family(TICKVOL_TICK, "tickvol_tick", price.tickvol_tick, "quotes", "tick", _const(2), _ew_moves()),
     _family(ATR_TICK, "atr_tick", price.atr_tick, "trades", "tick", _const(2), _ew("trades")),
     _family(PARK_TICK, "park_tick", price.park_tick, "quotes", "tick", lambda w: 5 + 4 * w, _ring),
-    _family(AUTOCORR_TICK, "autocorr_tick", price.autocorr_tick, "quotes", "tick", _const(5), _ew("quotes")),
+    _family(AUTOCORR_TICK, "autocorr_tick", price.autocorr_tick, "quotes", "tick", _const(5), _ew_moves()),
     _family(OFI_TICK, "ofi_tick", flow.ofi_tick, "quotes", "tick", _const(4), _ew("quotes")),
     _family(OFI_TIME, "ofi_time", flow.ofi_time, "events", "time", _const(2), _time(needs_book=True)),
     _family(TSI_TICK, "tsi_tick", flow.tsi_tick, "trades", "tick", _const(2), _ew("trades")),
-    _family(TSI_TIME, "tsi_time", flow.tsi_time, "events", "time", _const(2), _time()),
-    _family(SV_TICK, "sv_tick", flow.sv_tick, "trades", "tick", _const(4), _ew("trades")),
-    _family(SV_TIME, "sv_time", flow.sv_time, "events", "time", _const(2), _time()),
-    _family(VOLSPIKE_TICK, "volspike_tick", flow.volspike_tick, "trades", "tick", _const(4), _ew("trades", 80.0)),
-    _family(VOLSPIKE_TIME, "volspike_time", flow.volspike_time, "events", "time", _const(2), _time(140.0)),
-    _family(VWAPDEV_TICK, "vwapdev_tick", flow.vwapdev_tick, "trades", "tick", _const(4), _ew("trades")),
-    _family(VWAPDEV_TIME, "vwapdev_time", flow.vwapdev_time, "events", "time", _const(2), _time()),
-    _family(KYLE_TICK, "kyle_tick", flow.kyle_tick, "trades", "tick", _const(8), _ew("trades")),
-    _family(AMIHUD_TICK, "amihud_tick", flow.amihud_tick, "trades", "tick", _const(2), _ew("trades")),
-    _family(RSI_TICK, "rsi_tick", trend.rsi_tick, "quotes", "tick", _const(4), _ew("quotes", 8.0)),
-    _family(BBZ_TICK, "bbz_tick", trend.bbz_tick, "quotes", "tick", _const(4), _ew("quotes")),
-    _family(BBW_TICK, "bbw_tick", trend.bbw_tick, "quotes", "tick", _const(4), _ew("quotes")),
+    _family(TSI_TIME, "tsi_time", flow.tsi_time, "events", "time", _const(2), _time(needs_trade=True)),
+    _family(SV_TICK, "sv_tick", flow.sv_tick, "trades", "tick", _const(4), _ew("trades", VOLUME_SPANS)),
+    _family(SV_TIME, "sv_time", flow.sv_time, "events", "time", _const(2),
+            _time(VOLUME_TIME_CONSTANTS, needs_trade=True)),
+    _family(VOLSPIKE_TICK, "volspike_tick", flow.volspike_tick, "trades", "tick", _const(4),
+            _ew("trades", 20.0 * VOLUME_SPANS)),
+    _family(VOLSPIKE_TIME, "volspike_time", flow.volspike_time, "events", "time", _const(2),
+            _time(20.0 * VOLUME_TIME_CONSTANTS, needs_trade=True)),
+    _family(VWAPDEV_TICK, "vwapdev_tick", flow.vwapdev_tick, "trades", "tick", _const(4), _ew("trades", VOLUME_SPANS)),
+    _family(VWAPDEV_TIME, "vwapdev_time", flow.vwapdev_time, "events", "time", _const(3),
+            _time(VOLUME_TIME_CONSTANTS, needs_trade=True)),
+    _family(KYLE_TICK, "kyle_tick", flow.kyle_tick, "trades", "tick", _const(8),
+            _ew("trades", VOLUME_SPANS + 4.0)),  # a regression: weights are notional squared
+    _family(AMIHUD_TICK, "amihud_tick", flow.amihud_tick, "trades", "tick", _const(2), _ew("trades", VOLUME_SPANS)),
+    _family(RSI_TICK, "rsi_tick", trend.rsi_tick, "quotes", "tick", _const(4), _ew_moves(2.0 * EW_SPANS)),
+    _family(BBZ_TICK, "bbz_tick", trend.bbz_tick, "quotes", "tick", _const(4), _ew_moves(2.0 * EW_SPANS)),
+    _family(BBW_TICK, "bbw_tick", trend.bbw_tick, "quotes", "tick", _const(4), _ew_moves(2.0 * EW_SPANS)),
     _family(EMASLOPE_TICK, "emaslope_tick", trend.emaslope_tick, "quotes", "tick", _const(3), _ew("quotes")),
-    _family(EMACROSS_TICK, "emacross_tick", trend.emacross_tick, "quotes", "tick", _const(4), _ew("quotes", 16.0)),
+    _family(EMACROSS_TICK, "emacross_tick", trend.emacross_tick, "quotes", "tick", _const(4), _ew("quotes", 4.0 * EW_SPANS)),
     _family(SMASLOPE_TICK, "smaslope_tick", trend.smaslope_tick, "quotes", "tick", lambda w: w + 5, _ring),
     _family(SMACROSS_TICK, "smacross_tick", trend.smacross_tick, "quotes", "tick", lambda w: 5 * w + 7,
             lambda w: Warmup(quotes=4 * int(w) + 2)),
-    _family(MOMSTR_TICK, "momstr_tick", trend.momstr_tick, "quotes", "tick", lambda w: w + 5, _ew("quotes")),
-    _family(HURST_TICK, "hurst_tick", trend.hurst_tick, "quotes", "tick", lambda w: w + 7, _ew("quotes", 8.0)),
+    _family(MOMSTR_TICK, "momstr_tick", trend.momstr_tick, "quotes", "tick", lambda w: w + 5, _ew_moves()),
+    _family(HURST_TICK, "hurst_tick", trend.hurst_tick, "quotes", "tick", lambda w: w + 7,
+            _ew_moves(EW_SPANS + 2.0)),  # an EW over the returns of a ring of w + 1
     _family(EFFRATIO_TICK, "effratio_tick", trend.effratio_tick, "quotes", "tick", lambda w: 2 * w + 6, _ring),
-    _family(TREND_TICK, "trend_tick", trend.trend_tick, "quotes", "tick", _const(4), _ew("quotes")),
+    _family(TREND_TICK, "trend_tick", trend.trend_tick, "quotes", "tick", _const(4), _ew_moves(2.0 * EW_SPANS)),
     _family(SPREADREL_L1, "spreadrel_l1", book.spreadrel_l1, "quotes", "level", _const(0), lambda w: Warmup(quotes=1)),
     _family(SPREAD_TICK, "spread_tick", book.spread_tick, "quotes", "tick", _const(2), _ew("quotes")),
     _family(MICRODEV_L1, "microdev_l1", book.microdev_l1, "quotes", "level", _const(0), lambda w: Warmup(quotes=1)),
@@ -127,7 +183,7 @@ FAMILIES: tuple[Family, ...] = (
     _family(QUOTERATE_TIME, "quoterate_time", activity.quoterate_time, "events", "time", _const(1), _time()),
     _family(IAT_TICK, "iat_tick", activity.iat_tick, "trades", "tick", _const(2), _ew("trades")),
     _family(SINCELARGE, "sincelarge", activity.sincelarge, "trades", "level", _const(4),
-            lambda w: Warmup(trades=int(4 * activity.LARGE_TRADE_SPAN * max(1.0, w / 3.0)))),
+            lambda w: Warmup(trades=int(EW_SPANS * activity.LARGE_TRADE_SPAN * max(1.0, w / 3.0)))),
 )
 
 assert [f.id for f in FAMILIES] == list(range(len(FAMILIES))), "family ids must match their order"

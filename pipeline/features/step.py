@@ -3,7 +3,8 @@
 Online (``FeatureEngine.update``) and offline (``run_batch``) both call ``step``, so a feature has
 one definition and the two paths cannot drift apart. A program is two arrays built by
 ``pipeline.features.catalog.compile_program``: per feature its family id, transform id, state
-offsets (int64 [k, 4]) and its window and transform span (float64 [k, 2]).
+offsets (int64 [k, 4]) and its window, transform span and the untransformed indicator's warm-up
+(quotes, trades, events, seconds, moves) (float64 [k, 7]).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pipeline.features import families as f
 from pipeline.features import core as c
 from pipeline.features.core import update_core
 from pipeline.features.kernels import activity, book, flow, price, trend
-from pipeline.features.kernels.ew import alpha, ew_update, ratio
+from pipeline.features.kernels.ew import alpha, ew_mean_var_update, ew_update, zscore
 
 RAW, ZSCORE, DEVIATION = 0, 1, 2
 
@@ -108,18 +109,19 @@ def base_value(fid, state, off, w, core):  # noqa: C901 (a flat switch is the po
 
 @njit(cache=True, inline="always")
 def transform(tid, state, off, span, v):
-    """RAW: v. ZSCORE: (v - EW mean) / EW std over ``span`` events. DEVIATION: v - EW mean."""
+    """RAW: v. ZSCORE: (v - EW mean) / EW std over ``span`` events. DEVIATION: v - EW mean.
+    Fed from the moment its input is warm (NaN before): a z-score's variance would otherwise keep
+    the square of the input's start-up swings (an early regression slope 1000 x its scale) for
+    ten spans and more."""
     if tid == RAW:
         return v
     if math.isnan(v):
         return math.nan
     a = alpha(span)
-    mean = ew_update(state, off, v, a)
     if tid == DEVIATION:
-        return v - mean
-    second = ew_update(state, off + 2, v * v, a)
-    var = second - mean * mean
-    return ratio(v - mean, math.sqrt(var)) if var > 1e-300 else 0.0
+        return v - ew_update(state, off, v, a)
+    ew_mean_var_update(state, off, v, a)
+    return zscore(v, state[off], state[off + 2])
 
 
 TRANSFORM_STATE = {RAW: 0, ZSCORE: 4, DEVIATION: 2}
@@ -133,15 +135,24 @@ def step(iprog, fprog, state, core, clock, ts_ns, kind, price_, qty, side, bid, 
         return False
     for k in range(iprog.shape[0]):
         v = base_value(iprog[k, 0], state, iprog[k, 2], fprog[k, 0], core)
+        if iprog[k, 1] != RAW and not _base_warm(fprog, k, core):
+            v = math.nan  # a transform must not remember its input's start-up values
         out[k] = transform(iprog[k, 1], state, iprog[k, 3], fprog[k, 1], v)
     return True
+
+
+@njit(cache=True, inline="always")
+def _base_warm(fprog, k, core):
+    """The untransformed indicator of feature k has seen its declared warm-up (fprog[k, 2:7])."""
+    return (core[c.N_QUOTES] >= fprog[k, 2] and core[c.N_TRADES] >= fprog[k, 3]
+            and core[c.N_EVENTS] >= fprog[k, 4] and core[c.T] >= fprog[k, 5] and core[c.N_MOVES] >= fprog[k, 6])
 
 
 @njit(cache=True)
 def run_batch(iprog, fprog, state, core, clock, values, ts_ns, kind, price_, qty, side, bid, bid_qty, ask,
               ask_qty, emit, out, progress):
     """Run ``step`` over arrays of events; copy the values after event ``emit[j]`` into ``out[j]``
-    and the warm-up counters (quotes, trades, events, seconds) into ``progress[j]``.
+    and the warm-up counters (quotes, trades, events, seconds, moves) into ``progress[j]``.
     ``emit`` must be sorted. ``values`` (the latest outputs) carries over between calls, like the
     state, so a long stream can be run in chunks."""
     j = 0
@@ -154,5 +165,6 @@ def run_batch(iprog, fprog, state, core, clock, values, ts_ns, kind, price_, qty
             progress[j, 1] = core[c.N_TRADES]
             progress[j, 2] = core[c.N_EVENTS]
             progress[j, 3] = core[c.T]
+            progress[j, 4] = core[c.N_MOVES]
             j += 1
     return j

@@ -27,6 +27,41 @@ def ew_update(state, i, x, a):
 
 
 @njit(cache=True, inline="always")
+def ew_mean_var_update(state, i, x, a):
+    """EW mean in state[i] (initialised flag in state[i + 1]) and EW variance in state[i + 2].
+
+    West's (1979) update: the same numbers as E[x^2] - E[x]^2 in exact arithmetic, but without its
+    cancellation, which leaves ~1e-8 |mean| of noise in the deviation (a log price of 11 against
+    a spread of 1e-6) and makes a restart's start-up error decay from |mean| / deviation times
+    higher than the deviation itself. A mean within rounding of a constant input snaps onto it.
+    State size 4 (the last slot is unused).
+    """
+    if state[i + 1] == 0.0:
+        state[i] = x
+        state[i + 1] = 1.0
+        state[i + 2] = 0.0
+    else:
+        d = x - state[i]
+        mean = state[i] + a * d
+        # A step below rounding leaves the mean a few ulps off a constant input for good, and
+        # the variance decays to that residue squared: (x - mean) / deviation would climb to ~1.
+        state[i] = x if mean == state[i] else mean
+        state[i + 2] = (1.0 - a) * (state[i + 2] + a * d * d)
+
+
+@njit(cache=True, inline="always")
+def zscore(x, mean, var):
+    """(x - mean) / deviation, 0 while the deviation is below 1e-12 of the mean's size: it is
+    rounding residue then (a constant input leaves x - mean at one ulp), not a spread."""
+    if math.isnan(x) or math.isnan(mean):
+        return NAN
+    deviation = math.sqrt(var) if var > 0.0 else 0.0
+    if deviation <= 1e-12 * abs(mean) or deviation < 1e-300:
+        return 0.0
+    return (x - mean) / deviation
+
+
+@njit(cache=True, inline="always")
 def ew_value(state, i):
     return state[i] if state[i + 1] != 0.0 else NAN
 

@@ -117,7 +117,10 @@ def vwapdev_tick(state, off, w, core):
 
 @njit(cache=True, inline="always")
 def vwapdev_time(state, off, w, core):
-    """Deviation from the time-decayed VWAP (time constant w seconds), relative."""
+    """Deviation from the time-decayed VWAP (time constant w seconds), relative.
+
+    After a silence long enough for the decayed volume to vanish (~700 tau), the last VWAP
+    stands in, rather than a NaN reaching a warm feature. State: [sum qty x px, sum qty, vwap]."""
     if core[c.HAS_TRADE] == 0.0:
         return NAN
     d = decay(core[c.DT], w)
@@ -125,9 +128,9 @@ def vwapdev_time(state, off, w, core):
     state[off] = state[off] * d + qty * core[c.TRADE_PX]
     state[off + 1] = state[off + 1] * d + qty
     vwap = ratio(state[off], state[off + 1])
-    if vwap == 0.0:
-        return NAN
-    return _reference_price(core) / vwap - 1.0
+    if vwap > 0.0:
+        state[off + 2] = vwap
+    return _reference_price(core) / state[off + 2] - 1.0
 
 
 @njit(cache=True, inline="always")

@@ -9,7 +9,7 @@ from numba import njit
 
 from pipeline.features import core as c
 from pipeline.features.kernels.ew import (
-    NAN, alpha, ew_update, ew_value, ratio, ring_count, ring_oldest, ring_push,
+    NAN, alpha, ew_mean_var_update, ew_update, ew_value, ratio, ring_count, ring_oldest, ring_push, zscore,
 )
 
 
@@ -28,14 +28,11 @@ def rsi_tick(state, off, w, core):
 
 @njit(cache=True, inline="always")
 def _ew_mean_var(state, off, w, core):
-    """EW mean and variance of the log mid (span w), updated on quotes; state [m, init, m2, init]."""
+    """EW mean and variance of the log mid (span w), updated on quotes; state [m, init, var, -]."""
     if core[c.IS_QUOTE] > 0.0:
-        a = alpha(w)
-        x = core[c.LOG_MID]
-        ew_update(state, off, x, a)
-        ew_update(state, off + 2, x * x, a)
+        ew_mean_var_update(state, off, core[c.LOG_MID], alpha(w))
     mean = ew_value(state, off)
-    var = ew_value(state, off + 2) - mean * mean
+    var = state[off + 2]
     return mean, (var if var > 0.0 else 0.0)
 
 
@@ -45,7 +42,7 @@ def bbz_tick(state, off, w, core):
     mean, var = _ew_mean_var(state, off, w, core)
     if math.isnan(mean):
         return NAN
-    return ratio(core[c.LOG_MID] - mean, math.sqrt(var))
+    return zscore(core[c.LOG_MID], mean, var)
 
 
 @njit(cache=True, inline="always")
