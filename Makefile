@@ -16,6 +16,10 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/autoscalp ingest --source synthetic
 	$(BIN)/autoscalp data info
+	$(BIN)/autoscalp features build
+	# a small tuning budget (3 Optuna trials per model) keeps the demo to about a minute on 2 cores;
+	# the config's default (training.tuning.trials: 30) is the production budget
+	$(BIN)/autoscalp train --trials 3
 
 test: $(BIN)/.installed
 	$(BIN)/pytest -q
@@ -24,7 +28,7 @@ test-fast: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not slow"
 
 bench: $(BIN)/.installed
-	$(BIN)/python bench/bench_ingest.py
+	for b in ingest features models engine retrain; do $(BIN)/python bench/bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .autoscalp

@@ -23,9 +23,12 @@ def configure() -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_LOGGING_LOG_PRINTS": "true",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "DO_NOT_TRACK": "1",
         # Our own loggers' records reach the Prefect UI too when they run inside a flow.
         "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,serving",
+        # ... and outside a flow run (--no-prefect, tests) they are not sent, without a warning.
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

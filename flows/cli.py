@@ -8,20 +8,18 @@ exit code 2; the store is left as it was.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
 from flows._env import console_logging
-from pipeline.config import AppConfig, load_config
-from pipeline.errors import AutoscalpError
+from flows.features_cli import features_app
+from flows.train_cli import register as register_train_commands
+from pipeline.config import AppConfig
 from pipeline.home import autoscalp_home
 
 app = typer.Typer(
@@ -31,31 +29,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect the tick store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-ConfigOption = Annotated[
-    Optional[Path],
-    typer.Option("--config", "-c", help="YAML config file (default: $AUTOSCALP_CONFIG or built-in defaults)."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-stdout = Console()
-if not stdout.is_terminal:
-    # Piped or captured output: do not squeeze tables into 80 columns.
-    stdout = Console(width=max(stdout.width, 180))
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input becomes one line on stderr and exit code 2."""
-    try:
-        yield
-    except AutoscalpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
-
-
-def _config(path: Path | None) -> AppConfig:
-    with user_errors():
-        return load_config(path)
+app.add_typer(features_app, name="features")
+register_train_commands(app)  # train, ui, schedule (flows/train_cli.py)
 
 
 @app.callback()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.config import load_config
+from flows.config import load_product_config
 from pipeline.data.ingest import ingest
 from pipeline.data.sources import SourceSpec, build_source, plan_sources
 from pipeline.data.store import TickStore
@@ -32,7 +32,7 @@ def _transient(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's retry_
     task_run_name="ingest {spec.source}:{spec.target}",
 )
 def ingest_source(spec: SourceSpec, config_path: str | None) -> dict:
-    config = load_config(config_path)
+    config = load_product_config(config_path)
     store = TickStore(config.data.store_dir or autoscalp_home().store)
     return ingest(build_source(spec, config), store, config.quality).to_dict()
 
@@ -46,7 +46,7 @@ def ingest_flow(
     config_path: str | None = None,
 ) -> list[dict]:
     """Ingest ticks from ``source`` (synthetic | files | exchange; default from config) into the store."""
-    config = load_config(config_path)
+    config = load_product_config(config_path)
     specs = plan_sources(config, source, tuple(paths or ()), tuple(symbols or ()), exchange)
     futures = [ingest_source.submit(spec, config_path) for spec in specs]
     return [future.result() for future in futures]

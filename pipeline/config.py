@@ -13,10 +13,10 @@ import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -76,12 +76,132 @@ class DataConfig(Frozen):
     store_dir: str | None = Field(None, description="parquet store; default $AUTOSCALP_HOME/store")
 
 
+class LabelConfig(Frozen):
+    """Fee-aware triple-barrier labels (pipeline.labels); recorded with every feature dataset."""
+
+    tp_bps: float = Field(5.0, gt=0, description="take-profit distance, net of costs")
+    sl_bps: float = Field(5.0, gt=0, description="stop distance beyond the costs")
+    horizon_events: int | None = Field(None, gt=0, description="time barrier after this many events, or...")
+    horizon_seconds: float | None = Field(120.0, gt=0, description="...after this many seconds (set exactly one)")
+    fee_bps_per_side: float = Field(4.0, ge=0, description="taker fee per side (Binance USD-M: 4 bps)")
+    include_half_spread: bool = Field(True, description="add half the entry spread to the costs")
+
+    @model_validator(mode="after")
+    def _one_horizon(self) -> LabelConfig:
+        if (self.horizon_events is None) == (self.horizon_seconds is None):
+            raise ValueError("set exactly one of horizon_events and horizon_seconds (the other to null)")
+        return self
+
+
+class SamplingConfig(Frozen):
+    """Which events become rows of the feature store (consecutive events are nearly duplicates)."""
+
+    every: Literal["quote", "event"] = Field("quote", description="rows at quote updates or at any event")
+    stride: int = Field(10, gt=0, description="keep every stride-th of them")
+
+
+class WarmupBudgetConfig(Frozen):
+    """Candidates needing more history than this are not extracted: their warm-up would cost rows."""
+
+    quotes: int = Field(6_000, ge=0)
+    trades: int = Field(2_500, ge=0)
+    events: int = Field(25_000, ge=0, description="with a transform's after_events: admits z2000 (12 spans)")
+    seconds: float = Field(360.0, ge=0)
+    moves: int = Field(3_000, ge=0, description="quote updates that moved the mid")
+
+
+class SelectionConfig(Frozen):
+    count: int = Field(25, gt=0, description="features kept for the models")
+    folds: int = Field(4, ge=1, description="walk-forward folds ranked on; the last validation block is never seen")
+    max_rows: int = Field(20_000, gt=0, description="rows per fold, subsampled (seeded) above this")
+    bins: int = Field(16, ge=2, description="quantile bins of the mutual-information estimate")
+    max_abs_spearman: float = Field(0.9, gt=0, le=1, description="skip a candidate this correlated with a kept one")
+    seed: int = 7
+
+
+class FeaturesConfig(Frozen):
+    store_dir: str | None = Field(None, description="feature store; default $AUTOSCALP_HOME/features")
+    sampling: SamplingConfig = SamplingConfig()
+    warmup_budget: WarmupBudgetConfig = WarmupBudgetConfig()
+    selection: SelectionConfig = SelectionConfig()
+
+
+class WalkForwardConfig(Frozen):
+    """Purged walk-forward validation (pipeline.training.splits)."""
+
+    folds: int = Field(4, ge=1, description="validation blocks, each after an expanding training window")
+    embargo_s: float | None = Field(None, ge=0, description="gap before each validation block; null = the label horizon")
+    min_train_rows: int = Field(1_000, gt=0, description="a fold with fewer training rows is an error")
+
+
+class TuningConfig(Frozen):
+    """Optuna studies, one per model kind (pipeline.training.tuning)."""
+
+    trials: int | None = Field(30, gt=0, description="trials per study, all worker processes together")
+    timeout_s: float | None = Field(None, gt=0, description="wall-clock budget of each worker")
+    storage: str | None = Field(
+        None, description="RDB URL (postgresql://...) or journal:PATH; null = $AUTOSCALP_HOME/optuna/optuna.db"
+    )
+    metric: Literal["log_loss", "auc"] = Field("log_loss", description="mean over the walk-forward folds")
+    pruner_startup_trials: int = Field(5, ge=0, description="trials before the median pruner may prune")
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> TuningConfig:
+        if self.trials is None and self.timeout_s is None:
+            raise ValueError("set trials or timeout_s (or both): a study needs a budget")
+        return self
+
+
+class EnsembleWeightsConfig(Frozen):
+    logistic: float = Field(0.10, ge=0)
+    forest: float = Field(0.30, ge=0)
+    lstm: float = Field(0.40, ge=0)
+    xgb: float = Field(0.20, ge=0)
+
+    @model_validator(mode="after")
+    def _on_simplex(self) -> EnsembleWeightsConfig:
+        if abs(sum(self.model_dump().values()) - 1.0) > 1e-9:
+            raise ValueError(f"ensemble weights must sum to 1, got {sum(self.model_dump().values()):g}")
+        return self
+
+
+class TrackingConfig(Frozen):
+    """MLflow tracking and model registry (pipeline.training.tracking)."""
+
+    uri: str | None = Field(
+        None, description="tracking + registry URI (http://host:5000...); null = $MLFLOW_TRACKING_URI, "
+        "else sqlite:///$AUTOSCALP_HOME/mlflow/mlflow.db with artefacts under $AUTOSCALP_HOME/mlflow/artifacts"
+    )
+    experiment: str = Field("autoscalp", description="MLflow experiment of the retrain cycles")
+    register_model: bool = Field(True, description="register the ensemble as autoscalp-<symbol slug>@challenger")
+
+
+class TrainingConfig(Frozen):
+    """Models, validation, tuning and the ensemble (pipeline.models, pipeline.training)."""
+
+    seed: int = 7
+    calibration: Literal["isotonic", "platt", "none"] = Field(
+        "isotonic", description="post-hoc calibration of each model, fitted on its validation fold"
+    )
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+    tuning: TuningConfig = TuningConfig()
+    weights: EnsembleWeightsConfig = EnsembleWeightsConfig()
+    refit_weights: bool = Field(False, description="re-fit the weights on validation predictions (simplex)")
+    decision_threshold: float = Field(
+        0.5, gt=0, lt=1, description="P(up) at which a row counts as a long signal: precision, recall, confusion"
+    )
+    tracking: TrackingConfig = TrackingConfig()
+
+
 class AppConfig(Frozen):
     exchange: ExchangeConfig = ExchangeConfig()
     symbols: tuple[str, ...] = ("BTC/USDT:USDT",)
     data: DataConfig = DataConfig()
     sources: SourcesConfig = SourcesConfig()
     quality: QualityConfig = QualityConfig()
+    labels: LabelConfig = LabelConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    training: TrainingConfig = TrainingConfig()
 
     @field_validator("symbols")
     @classmethod
@@ -116,18 +236,25 @@ class Credentials(Frozen):
         return self.api_key is not None and self.api_secret is not None
 
 
-def load_config(path: str | Path | None = None) -> AppConfig:
-    """Load and validate a config file; no path (and no AUTOSCALP_CONFIG) gives the defaults."""
+ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
+
+
+def load_config(path: str | Path | None = None, model: type[ConfigModel] = AppConfig) -> ConfigModel:
+    """Load and validate a config file; no path (and no AUTOSCALP_CONFIG) gives the defaults.
+
+    ``model`` is the whole file's model: the pipeline's ``AppConfig`` here, or a subclass that
+    adds the sections of higher layers (``flows.config.ProductConfig`` adds the engine's).
+    """
     if path is None:
         path = os.environ.get(CONFIG_ENV) or None
     if path is None:
-        return AppConfig()
+        return model()
     path = Path(path)
     raw = _read_with_extends(path, seen=())
     try:
-        return AppConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc, raw)}") from None
+        raise ConfigError(f"{path}: {_describe(exc, model)}") from None
 
 
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -192,12 +319,12 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def _describe(exc: ValidationError, raw: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, model: type[BaseModel]) -> str:
     error = exc.errors()[0]
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        known = _known_keys(AppConfig, loc[:-1])
+        known = _known_keys(model, loc[:-1])
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
         return f"{key}: unknown key{hint}"

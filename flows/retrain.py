@@ -1,0 +1,142 @@
+"""Retrain flow: (ingest new data ->) features -> train each symbol -> (evaluate and promote: a hook).
+
+Wiring only: the steps are pipeline functions (pipeline.features.dataset, pipeline.training.cycle).
+
+- Retries: a crashed training (out of memory, a killed worker) is retried once; bad input
+  (an AutoscalpError: empty or one-class feature set, unreachable tracking store) is not.
+- Caching: the feature store is the features' cache (flows/features.py). A training task is cached
+  on its small inputs (symbol, dataset fingerprint, selection id, config hash, budget): a scheduled
+  retrain finding no new data returns the version it registered before instead of registering a
+  copy; ``autoscalp train --force`` retrains anyway. Tuning resumes its Optuna study (named after the
+  dataset and config) when a crashed cycle is retried.
+- Concurrency: symbols train in a thread pool of ``schedule.max_parallel_trainings`` workers
+  (default 1: one training already uses both cores), so a retrain over many symbols queues them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, task
+from prefect.cache_policies import INPUTS
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.config import ProductConfig, load_product_config
+from flows.features import build_in_process, features_flow
+from pipeline.errors import AutoscalpError
+from pipeline.training.cycle import cycle_config, retrain
+from pipeline.training.data import load_table
+from pipeline.training.tracking import config_hash
+
+TRAIN_TAG = "autoscalp-train"
+
+
+def _not_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's retry_condition_fn signature)
+    return not isinstance(state.data, AutoscalpError)
+
+
+def with_budget(config: ProductConfig, trials: int | None, timeout_s: float | None) -> ProductConfig:
+    """The config with the tuning budget of a command line (``--trials``, ``--timeout``)."""
+    if trials is None and timeout_s is None:
+        return config
+    raw = config.model_dump()
+    tuning = raw["training"]["tuning"]
+    if trials is not None:
+        tuning["trials"] = trials
+    if timeout_s is not None:
+        tuning["timeout_s"] = timeout_s
+    return type(config).model_validate(raw)
+
+
+def train_symbol(symbol: str, report: dict, config: ProductConfig, features_s: float = 0.0) -> dict:
+    """Train and register one symbol from a features build's report (partitions + selection)."""
+    _, features = stores_for(config)
+    selection = report["selection"]
+    table = load_table(features, report["partitions"], selection["names"], symbol)
+    result = retrain(config, table, selection=selection, timings={"features_s": features_s})
+    return result.to_dict()
+
+
+def stores_for(config: ProductConfig):  # noqa: ANN201
+    from pipeline.data.store import TickStore
+    from pipeline.features.store import FeatureStore
+    from pipeline.home import autoscalp_home
+
+    home = autoscalp_home()
+    return TickStore(config.data.store_dir or home.store), FeatureStore(config.features.store_dir or home.features)
+
+
+@task(
+    name="train-symbol",
+    retries=1,
+    retry_delay_seconds=[10],
+    retry_condition_fn=_not_bad_input,
+    cache_policy=INPUTS - "report" - "config_path" - "features_s",
+    tags=[TRAIN_TAG],
+    task_run_name="train {symbol}",
+)
+def train_task(symbol: str, report: dict, config_path: str | None, trials: int | None, timeout_s: float | None,
+               dataset: str, selection_id: str, cycle_hash: str, features_s: float) -> dict:
+    # dataset, selection_id and cycle_hash are the cache key (with symbol and the budget); the report
+    # and the config path are read, not keyed (the report is large, the path says nothing of its content).
+    config = with_budget(load_product_config(config_path), trials, timeout_s)
+    return train_symbol(symbol, report, config, features_s)
+
+
+def evaluate_and_promote(results: list[dict]) -> list[dict]:
+    """Hook for the evaluation-and-promotion issue: compare each challenger with the champion and
+    move the alias. Today the new version stays ``challenger``; nothing is promoted."""
+    return results
+
+
+def symbols_to_train(report: dict, symbols: list[str] | None) -> list[str]:
+    built = sorted({p["symbol"] for p in report["partitions"] if p["rows"]})
+    return [s for s in built if not symbols or s in symbols]
+
+
+@flow(name="retrain", log_prints=True)
+def retrain_flow(
+    symbols: list[str] | None = None,
+    trials: int | None = None,
+    timeout_s: float | None = None,
+    ingest: bool = False,
+    force: bool = False,
+    config_path: str | None = None,
+) -> list[dict]:
+    """Build features for ``symbols`` (default: all in the store), train and register each one."""
+    if ingest:
+        from flows.ingest import ingest_flow
+
+        ingest_flow(symbols=symbols, config_path=config_path)
+    config = with_budget(load_product_config(config_path), trials, timeout_s)
+    started = time.perf_counter()
+    report = features_flow(symbols=symbols, config_path=config_path)
+    features_s = time.perf_counter() - started
+    cycle_hash = config_hash(cycle_config(config))
+    train = train_task.with_options(refresh_cache=True) if force else train_task
+    futures = [
+        train.submit(symbol, report, config_path, trials, timeout_s, report["dataset"],
+                          report["selection"]["id"], cycle_hash, features_s)
+        for symbol in symbols_to_train(report, symbols)
+    ]
+    if not futures:
+        raise AutoscalpError("the feature store has no rows for the requested symbols; run `autoscalp ingest`")
+    return evaluate_and_promote([future.result() for future in futures])
+
+
+def retrain_flow_for(config: ProductConfig):  # noqa: ANN201 (a Prefect Flow)
+    """The retrain flow with the configured concurrency limit on training tasks."""
+    return retrain_flow.with_options(
+        task_runner=ThreadPoolTaskRunner(max_workers=config.schedule.max_parallel_trainings))
+
+
+def retrain_in_process(symbols: list[str] | None, config: ProductConfig, config_path: str | None) -> list[dict]:
+    """The same steps without Prefect (one symbol after the other, nothing cached)."""
+    started = time.perf_counter()
+    report = build_in_process(symbols, None, config_path)
+    features_s = time.perf_counter() - started
+    names = symbols_to_train(report, symbols)
+    if not names:
+        raise AutoscalpError("the feature store has no rows for the requested symbols; run `autoscalp ingest`")
+    return evaluate_and_promote([train_symbol(s, report, config, features_s) for s in names])
+

@@ -1,0 +1,1 @@
+"""The four models behind one interface (base.py) and their ensemble."""

@@ -1,0 +1,153 @@
+"""An LSTM over the last ``window`` feature vectors (PyTorch, CPU), early-stopped on validation loss.
+
+The probability for row ``i`` reads rows ``i - window + 1 .. i`` only, in order, from a zero state,
+and the head reads the last hidden state. Rows before ``window - 1`` have a short history: their
+window is left-padded with copies of the first row, as if the market had stood still at the first
+row -- which is also what a live ring buffer of the last ``window`` rows, filled with its first
+observation, holds at start-up. So the batch probabilities here are what a streaming
+implementation computes, given the same window.
+
+Features are standardised with the training fold's mean and std (a constant column gets std 1).
+Classes are balanced with ``pos_weight = negatives / positives`` in the loss. Training shuffles
+which windows go into a mini-batch (each window keeps its own time order; the folds stay in time
+order), with a seeded generator. Reproducible: seeded initialisation and shuffling, and
+``torch.use_deterministic_algorithms(True)`` during fit and predict (restored afterwards).
+
+Saved without pickle: ``lstm.npz`` holds the state_dict tensors (``lstm.weight_ih_l0`` ...) and
+the standardisation, as float32/float64 numpy arrays, ready for a flat-array export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.models.base import Model, positive_weight
+
+STATE_FILE = "lstm.npz"
+PREDICT_BATCH = 4096
+
+
+class _WindowLSTM(nn.Module):
+    def __init__(self, n_features: int, hidden: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(n_features, hidden, num_layers=layers, batch_first=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        output, _ = self.lstm(windows)
+        return self.head(self.dropout(output[:, -1, :])).squeeze(-1)
+
+
+class LSTMModel(Model):
+    kind: ClassVar[str] = "lstm"
+    defaults: ClassVar[dict[str, Any]] = {
+        "window": 16,  # rows per window; a live ring buffer of this many feature vectors
+        "hidden": 32,
+        "layers": 1,
+        "dropout": 0.1,
+        "learning_rate": 2e-3,
+        "weight_decay": 1e-5,
+        "batch_size": 256,
+        "max_epochs": 40,
+        "patience": 5,  # epochs without a better validation loss before stopping
+        "grad_clip": 1.0,
+    }
+
+    net: _WindowLSTM | None = None
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    def _fit(self, X, y, X_val, y_val) -> None:
+        p = self.params
+        self.mean = X.mean(axis=0)
+        std = X.std(axis=0)
+        self.std = np.where(std > 0, std, 1.0)
+        with _deterministic(self.seed):
+            generator = torch.Generator().manual_seed(self.seed)
+            self.net = _WindowLSTM(X.shape[1], p["hidden"], p["layers"], p["dropout"])
+            windows, target = self._windows(X), torch.as_tensor(y, dtype=torch.float32)
+            pos_weight = positive_weight(y)
+            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
+            optimiser = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"], weight_decay=p["weight_decay"])
+            val = None if X_val is None else (self._windows(X_val), torch.as_tensor(y_val, dtype=torch.float32))
+            best_loss, best_state, best_epoch, epochs_run = np.inf, None, -1, 0
+            history = []
+            for epoch in range(p["max_epochs"]):
+                self.net.train()
+                order = torch.randperm(len(target), generator=generator)
+                for start in range(0, len(order), p["batch_size"]):
+                    batch = order[start:start + p["batch_size"]]
+                    optimiser.zero_grad()
+                    loss = loss_fn(self.net(windows[batch]), target[batch])
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(self.net.parameters(), p["grad_clip"])
+                    optimiser.step()
+                epochs_run = epoch + 1
+                if val is None:
+                    continue
+                val_loss = float(loss_fn(self._logits(val[0]), val[1]))
+                history.append(val_loss)
+                if val_loss < best_loss - 1e-7:
+                    best_loss, best_epoch = val_loss, epoch
+                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                elif epoch - best_epoch >= p["patience"]:
+                    break
+            if best_state is not None:
+                self.net.load_state_dict(best_state)
+        self.net.eval()
+        self.fit_info.update(epochs=epochs_run, best_epoch=best_epoch, pos_weight=pos_weight,
+                             best_val_loss=None if val is None else best_loss,
+                             val_loss_history=history)
+
+    def _raw_proba(self, X: np.ndarray) -> np.ndarray:
+        with _deterministic(self.seed):
+            return torch.sigmoid(self._logits(self._windows(X))).numpy().astype(np.float64)
+
+    def _windows(self, X: np.ndarray) -> torch.Tensor:
+        """``[n, window, k]`` float32 view: row i's window is standardised rows i-window+1..i."""
+        window = self.params["window"]
+        standard = ((X - self.mean) / self.std).astype(np.float32)
+        padded = np.concatenate([np.repeat(standard[:1], window - 1, axis=0), standard])
+        # unfold gives [n, k, window] as a view (no copy of n * window rows); transpose to time-major.
+        return torch.from_numpy(padded).unfold(0, window, 1).transpose(1, 2)
+
+    def _logits(self, windows: torch.Tensor) -> torch.Tensor:
+        self.net.eval()
+        with torch.no_grad():
+            return torch.cat([self.net(windows[s:s + PREDICT_BATCH]) for s in range(0, len(windows), PREDICT_BATCH)])
+
+    def _save_state(self, directory: Path) -> None:
+        arrays = {f"net.{k}": v.detach().numpy() for k, v in self.net.state_dict().items()}
+        np.savez(directory / STATE_FILE, mean=self.mean, std=self.std, **arrays)
+
+    def _load_state(self, directory: Path) -> None:
+        p = self.params
+        with np.load(directory / STATE_FILE, allow_pickle=False) as state:
+            self.mean, self.std = state["mean"], state["std"]
+            weights = {k.removeprefix("net."): torch.from_numpy(state[k].copy())
+                       for k in state.files if k.startswith("net.")}
+        self.net = _WindowLSTM(self.n_features, p["hidden"], p["layers"], p["dropout"])
+        self.net.load_state_dict(weights)
+        self.net.eval()
+
+
+@contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seeded torch RNG and deterministic kernels inside, the caller's settings restored after."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        torch.use_deterministic_algorithms(previous)

@@ -1,0 +1,1 @@
+"""Validation splits, metrics and tuning of the models."""
