@@ -21,6 +21,9 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", help="YAML config file (default: $AUTOSCALP_CONFIG or built-in defaults)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
+PrefectOption = Annotated[
+    bool, typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process.")
+]
 stdout = Console()
 if not stdout.is_terminal:
     # Piped or captured output: do not squeeze tables into 80 columns.

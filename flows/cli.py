@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
+from flows._cli_common import ConfigOption, JsonOption, PrefectOption, _config, stdout, user_errors
 from flows._env import console_logging
 from flows.features_cli import features_app
 from flows.train_cli import register as register_train_commands
@@ -53,9 +53,7 @@ def ingest_command(
     exchange: Annotated[
         Optional[str], typer.Option(help="ccxt exchange id, for sources or files that do not name it.")
     ] = None,
-    prefect: Annotated[
-        bool, typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process.")
-    ] = True,
+    prefect: PrefectOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest ticks into the parquet store under $AUTOSCALP_HOME.

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
+from flows._cli_common import ConfigOption, JsonOption, PrefectOption, _config, stdout, user_errors
 
 features_app = typer.Typer(help="Candidate features, the feature store and the selection.", no_args_is_help=True)
 
@@ -55,9 +55,7 @@ def build_command(
     feature: Annotated[
         Optional[list[str]], typer.Option("--feature", "-f", help="Extract only these candidates; repeatable.")
     ] = None,
-    prefect: Annotated[
-        bool, typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process.")
-    ] = True,
+    prefect: PrefectOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Extract features and triple-barrier labels per symbol and day into the feature store, then

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
+from flows._cli_common import ConfigOption, JsonOption, PrefectOption, _config, stdout, user_errors
 
 
 def train_command(
@@ -25,9 +25,7 @@ def train_command(
     ] = None,
     ingest: Annotated[bool, typer.Option("--ingest", help="Ingest new data first (sources.default).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Retrain even when data and config are unchanged.")] = False,
-    prefect: Annotated[
-        bool, typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default) or in-process.")
-    ] = True,
+    prefect: PrefectOption = True,
     as_json: JsonOption = False,
 ) -> None:
     """Run one retrain cycle: features -> tune and fit the four models -> evaluate on the held-back
