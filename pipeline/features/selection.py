@@ -1,6 +1,6 @@
 """Feature selection: the candidates -> the ``count`` (default 25) the models see.
 
-Method (``mutual_information_walk_forward``):
+Method (``mutual_information_target_walk_forward``):
 
 1. Only candidates whose declared warm-up fits the budget (``warmup_budget``) compete: one that needs
    hours of history would cost most rows of every dataset and every restart of the daemon.
@@ -9,8 +9,10 @@ Method (``mutual_information_walk_forward``):
    label must end before the block) and embargoed by the longest label span. The last block is
    never seen by selection, so a model scored there is not flattered by features picked on it.
 3. On each training fold (seeded subsample of at most ``max_rows``), every candidate's mutual
-   information with the label (-1 / 0 / +1) is estimated on ``bins`` quantile bins, and candidates
-   are ranked. Mutual information sees non-monotone relations and needs no model; binned on
+   information with the models' target (label == +1: the long take-profit is hit first) is
+   estimated on ``bins`` quantile bins, and candidates are ranked. Scoring against the 3-class
+   label instead rewarded "will the price move at all" (volatility, spread, activity) over
+   direction, which the models are not asked. Mutual information sees non-monotone relations and needs no model; binned on
    quantiles it is invariant to each feature's scale and robust to heavy tails.
 4. Candidates are ordered by their mean rank over folds (stable across time beats best once), then
    taken greedily, skipping any whose |Spearman| with an already kept one exceeds
@@ -36,7 +38,7 @@ from pipeline.features.catalog import FeatureSpec, catalog
 from pipeline.features.store import fingerprint, write_json_atomic, write_parquet_atomic
 from pipeline.training.splits import purged_walk_forward
 
-METHOD = "mutual_information_walk_forward"
+METHOD = "mutual_information_target_walk_forward"  # renamed when the scored target changes: ids change
 LABEL, EXIT_TS = "label", "exit_ts_ns"
 MIN_FOLD_ROWS = 50
 
@@ -61,7 +63,7 @@ def eligible_candidates(budget: WarmupBudgetConfig) -> list[str]:
 @dataclass(frozen=True)
 class Selection:
     names: tuple[str, ...]  # the selected features, best first: what serving loads
-    scores: tuple[float, ...]  # their mean mutual information with the label over folds, bits
+    scores: tuple[float, ...]  # their mean mutual information with the target over folds, bits
     fold_ranks: tuple[tuple[float, ...], ...]  # per selected feature, its rank on each fold (1 = best)
     method: str
     params: dict  # the SelectionConfig, embargo, where the unseen block starts, fold ends and rows
@@ -112,13 +114,13 @@ def select(
         raise SelectionError("no candidate fits the warm-up budget (features.warmup_budget)")
     frame = frame.sort_values("ts_ns", kind="stable").reset_index(drop=True)
     folds, split = walk_forward_training_folds(frame["ts_ns"].to_numpy(), frame[EXIT_TS].to_numpy(), config)
-    y = frame[LABEL].to_numpy().astype(np.int64) + 1  # -1/0/+1 -> classes 0/1/2
+    y = (frame[LABEL].to_numpy() == 1).astype(np.int64)  # the target pipeline.training fits
     # float32 halves the memory and the sorting time; quantile bins need no more precision.
     values = frame[names].to_numpy(np.float32)
     scores = np.empty((len(names), len(folds)))
     for k, rows in enumerate(folds):
         rows = _subsample(rows, config.max_rows, config.seed, k)
-        scores[:, k] = binned_mutual_information(np.asfortranarray(values[rows]), y[rows], 3, config.bins)
+        scores[:, k] = binned_mutual_information(np.asfortranarray(values[rows]), y[rows], 2, config.bins)
     ranking = _rank(names, scores)
     last = _subsample(folds[-1], config.max_rows, config.seed, len(folds) - 1)
     kept, pruned_by = prune_correlated(frame.loc[last, ranking["name"]], config.count, config.max_abs_spearman)
