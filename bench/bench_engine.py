@@ -25,9 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +34,8 @@ import pandas as pd
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+
+from provenance import provenance  # noqa: E402
 
 from pipeline.data.sources.synthetic import simulate  # noqa: E402
 from serving.config import EngineConfig, MarketMakingConfig, RiskConfig, RoutingConfig  # noqa: E402
@@ -219,16 +218,6 @@ def _account(engine, venue, record, ts, counts) -> None:
         pending.extend(engine.on_order_done(done) for done in venue.submit(record, ts))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=400_000, help="simulated events (quotes are ~70 %%)")
@@ -237,12 +226,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "engine.json")
     args = parser.parse_args()
     results = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "machine": f"{cpu_model()}, {os.cpu_count()} cpus (shared), "
-        f"{platform.python_implementation()} {platform.python_version()}",
+        **provenance(),
         "target": "p99 <= 20 us per tick, excluding features and model",
-        "load_average_before": [round(x, 2) for x in os.getloadavg()],
     }
     quotes = synthetic_quotes(args.events, args.seed)
     features, names, p_up = plausible_features(quotes, args.features, args.seed)

@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +30,8 @@ import numpy as np
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+
+from provenance import provenance  # noqa: E402
 
 from pipeline.config import SyntheticSourceConfig  # noqa: E402
 from pipeline.features.catalog import catalog, compile_program  # noqa: E402
@@ -145,9 +144,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_implementation()} {platform.python_version()}",
+        **provenance(),
         "repeat": args.repeat,
         "selection_25": list(SELECTION_25),
     }

@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+
+from provenance import provenance  # noqa: E402
 
 from pipeline.config import QualityConfig, SyntheticSourceConfig  # noqa: E402
 from pipeline.data.ingest import ingest  # noqa: E402
@@ -99,9 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_implementation()} {platform.python_version()}",
+        **provenance(),
         "repeat": args.repeat,
     }
     if args.raw.is_file():

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+
+from provenance import provenance  # noqa: E402
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
@@ -50,9 +50,7 @@ def main() -> None:
     b = a + a // 4
     X, y = planted(b + a // 4, args.features)
     results = {
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, "
-                   f"{platform.python_implementation()} {platform.python_version()}",
+        **provenance(),
         "rows": len(y), "features": args.features, "train_rows": a, "validation_rows": b - a,
         "test_rows": len(y) - b, "threads": 1, "models": {},
     }

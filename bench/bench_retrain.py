@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+
+from provenance import provenance  # noqa: E402
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -61,10 +61,7 @@ def main() -> None:
     timings = result["timings"]
     kinds = list(result["models"])
     out = {
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=BENCH.parent).stdout.strip(),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus, "
-                   f"{platform.python_implementation()} {platform.python_version()}",
+        **provenance(),
         "ticks": args.ticks,
         "trials_per_model": args.trials,
         "rows": result["rows"],
