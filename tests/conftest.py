@@ -35,4 +35,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh AUTOSCALP_HOME for one test."""
     root = tmp_path / "home"
     monkeypatch.setenv("AUTOSCALP_HOME", str(root))
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: an earlier test's store must not leak in.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return root

@@ -121,6 +121,20 @@ def plan_split(table: TrainingTable, config: AppConfig) -> Split:
     return Split(train, validation, test, folds[:-1])
 
 
+def version_tags(table: TrainingTable, split: Split, config: AppConfig, oos: dict) -> dict[str, str]:
+    """What promotion needs to know of a version: the last event time its fit saw (labels
+    included: a validation row's label reads ticks up to its exit), its test block, the
+    sampling grid its LSTM windows were cut on, and its out-of-sample AUC."""
+    fitted = np.concatenate([split.train, split.validation])
+    return {
+        "autoscalp.fit_end_ns": str(int(table.exit_ts_ns[fitted].max())),
+        "autoscalp.test_from_ns": str(int(table.ts_ns[split.test[0]])),
+        "autoscalp.test_to_ns": str(int(table.ts_ns[split.test[-1]])),
+        "autoscalp.sampling": f"{config.features.sampling.every}/{config.features.sampling.stride}",
+        "autoscalp.oos_auc": repr(float(oos["auc"])) if "auc" in oos else "nan",
+    }
+
+
 def predict_block(model: Model | Ensemble, X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """P(up) for contiguous-in-time ``rows``, read with ``CONTEXT_ROWS`` rows of history before them."""
     lo = max(int(rows[0]) - CONTEXT_ROWS, 0)
@@ -258,7 +272,8 @@ def retrain(
 
         registered = None
         if training.tracking.register_model:
-            registered = register_challenger(info.model_uri, table.symbol, tags, parent.info.run_id)
+            registered = register_challenger(info.model_uri, table.symbol,
+                                             {**tags, **version_tags(table, split, config, oos)}, parent.info.run_id)
             mlflow.set_tags({"autoscalp.registered_model": registered.name,
                              "autoscalp.registered_version": str(registered.version)})
         times["cycle_s"] = time.perf_counter() - started
