@@ -18,6 +18,7 @@ from rich.table import Table
 from flows._cli_common import ConfigOption, JsonOption, PrefectOption, _config, stdout, user_errors
 from flows._env import console_logging
 from flows.features_cli import features_app
+from flows.backtest_cli import register as register_backtest_commands
 from flows.train_cli import register as register_train_commands
 from pipeline.config import AppConfig
 from pipeline.home import autoscalp_home
@@ -31,6 +32,7 @@ data_app = typer.Typer(help="Inspect the tick store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 register_train_commands(app)  # train, ui, schedule (flows/train_cli.py)
+register_backtest_commands(app)  # backtest, promote, rollback (flows/backtest_cli.py)
 
 
 @app.callback()

@@ -1,4 +1,5 @@
-"""The whole product's configuration: the pipeline's sections plus the trading engine's and the schedule.
+"""The whole product's configuration: the pipeline's sections plus the trading engine's, the simulated
+venue's, backtests', the promotion gate's and the schedule.
 
 It is composed here, at the top of the dependency graph, because the pipeline must not import
 the serving layer. One YAML file (conf/base.yaml) configures everything.
@@ -11,7 +12,9 @@ from pathlib import Path
 from pydantic import Field
 
 from pipeline.config import AppConfig, Frozen, load_config
+from serving.backtest.config import BacktestConfig, PromotionGate
 from serving.config import EngineConfig
+from serving.venues.config import VenueConfig
 
 
 class ScheduleConfig(Frozen):
@@ -25,6 +28,9 @@ class ScheduleConfig(Frozen):
 
 class ProductConfig(AppConfig):
     engine: EngineConfig = EngineConfig()
+    venue: VenueConfig = VenueConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    promotion: PromotionGate = PromotionGate()
     schedule: ScheduleConfig = ScheduleConfig()
 
 

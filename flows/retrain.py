@@ -1,4 +1,4 @@
-"""Retrain flow: (ingest new data ->) features -> train each symbol -> (evaluate and promote: a hook).
+"""Retrain flow: (ingest new data ->) features -> train each symbol -> backtest-gated promotion.
 
 Wiring only: the steps are pipeline functions (pipeline.features.dataset, pipeline.training.cycle).
 
@@ -83,9 +83,34 @@ def train_task(symbol: str, report: dict, config_path: str | None, trials: int |
     return train_symbol(symbol, report, config, features_s)
 
 
-def evaluate_and_promote(results: list[dict]) -> list[dict]:
-    """Hook for the evaluation-and-promotion issue: compare each challenger with the champion and
-    move the alias. Today the new version stays ``challenger``; nothing is promoted."""
+@task(name="promote-symbol", task_run_name="promote {symbol}")
+def promote_task(symbol: str, config_path: str | None) -> dict:
+    return promote_symbol(symbol, load_product_config(config_path))
+
+
+def promote_symbol(symbol: str, config: ProductConfig) -> dict:
+    """Backtest the new challenger against the champion on unseen data; move the alias if it passes.
+    A gate that cannot be run (no unseen data yet) leaves the challenger where it is and says why."""
+    from serving.backtest.evaluation import Configs, evaluate_and_promote as gate
+
+    configs = Configs(config.engine, config.venue, config.backtest, config.promotion, config.training.tracking,
+                      config.features.sampling.stride)  # fmt: skip
+    store, _ = stores_for(config)
+    try:
+        return gate(store, symbol, configs).to_json()
+    except AutoscalpError as exc:
+        return {"promote": False, "reasons": [f"not evaluated: {exc}"]}
+
+
+def evaluate_and_promote(results: list[dict], config: ProductConfig, config_path: str | None,
+                         in_flow: bool = True) -> list[dict]:  # fmt: skip
+    """The promotion step: each newly registered challenger through the backtest gate."""
+    if not config.promotion.after_retrain:
+        return results
+    for result in results:
+        if result.get("registered"):
+            symbol = result["symbol"]
+            result["promotion"] = promote_task(symbol, config_path) if in_flow else promote_symbol(symbol, config)
     return results
 
 
@@ -121,7 +146,7 @@ def retrain_flow(
     ]
     if not futures:
         raise AutoscalpError("the feature store has no rows for the requested symbols; run `autoscalp ingest`")
-    return evaluate_and_promote([future.result() for future in futures])
+    return evaluate_and_promote([future.result() for future in futures], config, config_path)
 
 
 def retrain_flow_for(config: ProductConfig):  # noqa: ANN201 (a Prefect Flow)
@@ -138,5 +163,6 @@ def retrain_in_process(symbols: list[str] | None, config: ProductConfig, config_
     names = symbols_to_train(report, symbols)
     if not names:
         raise AutoscalpError("the feature store has no rows for the requested symbols; run `autoscalp ingest`")
-    return evaluate_and_promote([train_symbol(s, report, config, features_s) for s in names])
+    return evaluate_and_promote([train_symbol(s, report, config, features_s) for s in names], config, config_path,
+                                in_flow=False)
 

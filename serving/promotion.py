@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from pipeline.errors import AutoscalpError
 from serving.backtest.config import PromotionGate
 
 _NS_PER_MIN = 60 * 1_000_000_000
@@ -35,7 +36,7 @@ class Decision:
                 "challenger": self.challenger, "compared_with": self.compared_with}
 
 
-class NoUnseenDataError(ValueError):
+class NoUnseenDataError(AutoscalpError):
     """Too little data after both models' fits to judge them on."""
 
 

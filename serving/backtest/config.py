@@ -24,6 +24,7 @@ class BacktestConfig(Frozen):
 class PromotionGate(Frozen):
     """What a challenger must show, on the same unseen window as the champion, to be promoted."""
 
+    after_retrain: bool = Field(True, description="run the gate at the end of every retrain flow")
     window_minutes: float = Field(
         1_440.0, gt=0, description="at most this much of the most recent data neither model was fitted on"
     )
