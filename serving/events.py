@@ -142,3 +142,43 @@ class DecisionRecord(NamedTuple):
             "orders": [o.to_dict() for o in self.orders],
             "notes": list(self.notes),
         }
+
+
+# ---- the simulated venue's own events (serving/venues/simulated.py): for the driver to record ----
+
+
+class Depth(NamedTuple):
+    """Order-book levels beyond the top, best first, each (price, qty). The touch itself comes
+    from ``Quote``; a venue uses these levels to walk the book and to know queue sizes."""
+
+    symbol: str
+    ts_ns: int
+    bids: tuple[tuple[float, float], ...]
+    asks: tuple[tuple[float, float], ...]
+
+
+class FundingPayment(NamedTuple):
+    """A funding settlement on our position. ``amount_usdt`` is what we paid (negative: received),
+    as ``Fill.fee_usdt``: position notional at ``mark_px`` x ``rate``, longs pay shorts when
+    ``rate`` > 0."""
+
+    symbol: str
+    ts_ns: int
+    rate: float
+    mark_px: float
+    amount_usdt: float
+
+
+class Liquidation(NamedTuple):
+    """The venue closed our position: ``side`` is the closing side (-1 sold a long), at
+    ``price`` (the liquidation price). ``fee_usdt`` is the clearance fee; ``margin_lost_usdt`` the
+    whole isolated margin, which the account loses (the PnL to ``price``, the fee and what the
+    insurance fund keeps)."""
+
+    symbol: str
+    ts_ns: int
+    side: int
+    qty: float
+    price: float
+    fee_usdt: float
+    margin_lost_usdt: float

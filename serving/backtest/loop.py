@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.features.core import KIND_QUOTE
+from pipeline.features.core import KIND_QUOTE, KIND_TRADE
 from serving.backtest.data import ReplayData
 from serving.backtest.signals import Signals
 from serving.engine import Engine
@@ -58,7 +58,6 @@ class ReplayLoop:
         self.on_record = on_record
         self.out = LoopOutput()
         self._tags: dict[str, str] = {}  # client_id -> strategy tag, for the fill list
-        self._leverage = -1.0
         self._mid = math.nan
         self._state = engine.symbols[data.symbol]
         fees = venue.config.fees
@@ -78,7 +77,7 @@ class ReplayLoop:
         features, p_up, ok = signals.features, signals.p_up.tolist(), signals.ok.tolist()
         funding = self._funding_schedule()
         next_funding = funding[0][0] if funding else math.inf
-        symbol, nan, quote_kind = self.symbol, math.nan, KIND_QUOTE
+        symbol, nan, quote_kind, trade_kind = self.symbol, math.nan, KIND_QUOTE, KIND_TRADE
         on_tick, on_trade, on_clock = engine.on_tick, engine.on_trade, engine.on_clock
         venue_quote, venue_trade = venue.on_quote, venue.on_trade
         handle, deliver = self._handle, self._deliver
@@ -94,7 +93,8 @@ class ReplayLoop:
             if t >= next_clock:
                 handle(on_clock(t), t)
                 next_clock = t + self.clock_ns
-            if kinds[i] == quote_kind:
+            kind = kinds[i]
+            if kind == quote_kind:
                 quote = Quote(symbol, t, bid[i], bid_qty[i], ask[i], ask_qty[i])
                 self._mid = 0.5 * (bid[i] + ask[i])
                 fills = venue_quote(quote)
@@ -102,12 +102,14 @@ class ReplayLoop:
                     deliver(fills, t)
                 record = on_tick(quote, features[row], p_up[row], nan, ok[row])
                 row += 1
-            else:
+            elif kind == trade_kind:
                 trade = Trade(symbol, t, price[i], qty[i], int(side[i]))
                 fills = venue_trade(trade)
                 if fills:
                     deliver(fills, t)
                 record = on_trade(trade)
+            else:  # a depth update: the features at the next quote include it; the engine decides on quotes
+                record = None
             if record is not None:
                 handle(record, t)
             if t >= next_sample:
@@ -138,9 +140,6 @@ class ReplayLoop:
         out.vetoes += len(record.vetoes)
         for order in record.orders:
             self._tags[order.client_id] = order.tag
-        if record.leverage != self._leverage and record.leverage > 0.0:
-            self.venue.set_leverage(record.symbol, record.leverage)
-            self._leverage = record.leverage
         self._deliver(self.venue.submit(record, t), t)
 
     def _deliver(self, events: list, t: int) -> None:
