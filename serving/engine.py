@@ -11,6 +11,7 @@ Driving it (a backtester or the daemon)::
     record = engine.on_trade(trade)            # freshness only
     record = engine.on_fill(fill)              # positions, stops
     record = engine.on_order_done(done)        # cancels confirmed, rejects, expiries
+    record = engine.on_funding(payment)        # a funding settlement on our position
     record = engine.on_clock(ts_ns)            # timer: stale data, timeouts (e.g. every 100 ms)
     record = engine.halt(ts_ns, reason) / engine.resume(ts_ns)    # the operator
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from pipeline.errors import AutoscalpError
 from serving.config import EngineConfig
-from serving.events import DecisionRecord, Fill, MarketLimits, OrderDone, Quote, Trade
+from serving.events import DecisionRecord, Fill, FundingPayment, MarketLimits, OrderDone, Quote, Trade
 from serving.execution import Execution, SymbolState
 from serving.features import TickView, resolve_roles
 from serving.markets import Market
@@ -207,6 +208,18 @@ class Engine:
         if self.kill.state != ACTIVE:
             self._reduce(st)
         return self._emit(st, "fill")
+
+    def on_funding(self, payment: FundingPayment) -> DecisionRecord | None:
+        """A funding settlement the venue booked on our position (``amount_usdt`` paid)."""
+        st = self._state(payment.symbol)
+        now = self._advance(payment.ts_ns)
+        if not -_INF < payment.amount_usdt < _INF:
+            self._ex.notes.append(f"invalid funding ignored: {payment}")
+            return self._emit(st, "funding")
+        self.portfolio.apply_funding(st.position, payment.amount_usdt)
+        self._ex.notes.append(f"funding {payment.amount_usdt:+.4f} USDT at rate {payment.rate:+.6f}")
+        self._health(now)
+        return self._emit(st, "funding")
 
     def on_order_done(self, done: OrderDone) -> DecisionRecord | None:
         st = self._state(done.symbol)

@@ -105,7 +105,7 @@ class DecisionRecord(NamedTuple):
 
     ts_ns: int
     symbol: str
-    event: str  # tick | fill | order_done | clock | control
+    event: str  # tick | trade | fill | order_done | funding | clock | control
     feature_names: tuple[str, ...]
     features: tuple[float, ...]
     p_up: float

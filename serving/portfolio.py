@@ -3,8 +3,8 @@
 One net position per symbol (one-way mode), isolated margin: each increase posts
 ``notional / leverage`` of margin, a decrease releases margin pro rata, so the liquidation price of
 a position does not move when it is partly closed. Equity = starting equity + realised PnL - fees
-+ unrealised PnL at the last mid. Funding payments are not modelled here yet (the venue's fills and
-a future funding event would carry them). A round trip (flat to flat, or to a flip) counts as a
++ unrealised PnL at the last mid - funding paid. Funding comes out of the position's margin, as on
+the exchange (so it moves the liquidation price), and counts in the round trip it was paid in. A round trip (flat to flat, or to a flip) counts as a
 win or a loss for the win rate, fees included.
 """
 
@@ -119,6 +119,13 @@ class Portfolio:
         self.cash_usdt -= fee_usdt
         self.mark(position, mark)
         return closed_trip
+
+    def apply_funding(self, position: Position, paid_usdt: float) -> None:
+        """A funding settlement: ``paid_usdt`` left the account (negative: received)."""
+        self.cash_usdt -= paid_usdt
+        if position.qty != 0.0:
+            position.margin_usdt -= paid_usdt
+            position.trip_pnl_usdt -= paid_usdt
 
     def _record_trip(self, pnl_usdt: float) -> None:
         if len(self._wins) == self._wins.maxlen:

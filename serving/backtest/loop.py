@@ -156,6 +156,7 @@ class ReplayLoop:
     def _venue_event(self, event, t: int) -> None:
         if type(event) is FundingPayment:  # the venue's amount is what we paid; the ledger's what we received
             self.out.funding.append((event.ts_ns, event.symbol, event.rate, -event.amount_usdt))
+            self._handle(self.engine.on_funding(event), t)
         elif type(event) is Liquidation:  # the venue sends the closing Fill as well: booked there
             self.out.liquidations += 1
 
