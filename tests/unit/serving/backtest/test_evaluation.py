@@ -35,13 +35,13 @@ def register(home, store, ensemble):
     """Register the tiny ensemble as a new challenger, fitted (says its tag) on the first third."""
     import mlflow
 
-    tracking.connect(TrackingConfig())
+    _, experiment_id = tracking.connect(TrackingConfig())  # artefacts under the home, not ./mlruns
     first, last = store_range(store, "synthetic", SYMBOL)
     tags = {"autoscalp.fit_end_ns": str(first + (last - first) // 3), "autoscalp.oos_auc": "0.61",
             "autoscalp.sampling": f"quote/{STRIDE}"}  # fmt: skip
 
     def new_version() -> int:
-        with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
             directory = ensemble.save(Path(tmp) / "ensemble")
             info = log_ensemble(directory, ensemble, np.zeros((2, len(ensemble.feature_names))), {})
             return register_challenger(info.model_uri, SYMBOL, tags, run.info.run_id).version
