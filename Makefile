@@ -20,6 +20,8 @@ demo: $(BIN)/.installed
 	# a small tuning budget (3 Optuna trials per model) keeps the demo to about a minute on 2 cores;
 	# the config's default (training.tuning.trials: 30) is the production budget
 	$(BIN)/autoscalp train --trials 3
+	# the retrain ended with the promotion gate; now the newest version's backtest beside its baselines
+	$(BIN)/autoscalp backtest --model latest --report .autoscalp/reports/backtest.html
 
 test: $(BIN)/.installed
 	$(BIN)/pytest -q

@@ -1,4 +1,4 @@
-"""``autoscalp backtest``, ``autoscalp promote`` and ``autoscalp rollback``."""
+"""``autoscalp backtest``, ``autoscalp promote``, ``autoscalp rollback`` and ``autoscalp tune-strategy``."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _symbol(cfg, symbol: str | None) -> str:  # noqa: ANN001
 def backtest_command(
     config: ConfigOption = None,
     symbol: SymbolOption = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="champion, challenger, a version number or a models:/ URI; omit for the no-model strategies.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="champion, challenger, latest, a version number or a models:/ URI; omit for the no-model strategies.")] = None,
     start: Annotated[Optional[str], typer.Option("--from", help="Window start (ISO-8601 or ns; default: first stored tick).")] = None,
     end: Annotated[Optional[str], typer.Option("--to", help="Window end, exclusive (default: after the last stored tick).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the HTML report here.")] = None,
@@ -152,7 +152,72 @@ def rollback_command(config: ConfigOption = None, symbol: SymbolOption = None, a
     stdout.print(f"{name}: champion rolled back from version {was} to {now}")
 
 
+def tune_strategy_command(
+    config: ConfigOption = None,
+    symbol: SymbolOption = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="champion, challenger, a version number or a models:/ URI.")] = "champion",
+    start: Annotated[Optional[str], typer.Option("--from", help="Range start (ISO-8601 or ns; default: the end of the version's fit).")] = None,
+    end: Annotated[Optional[str], typer.Option("--to", help="Range end, exclusive (default: after the last stored tick).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", min=2, help="Trials of the study (default: strategy_tuning.trials).")] = None,
+    exchange: ExchangeOption = None,
+    log_mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the run; tag the version with adopted parameters.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Tune the strategy and risk parameters a version trades with (Optuna on walk-forward windows of
+    the range); adopt them, as a tag of the version, only if they beat the current ones on the latest
+    window, held back from the study (config `strategy_tuning`)."""
+    import optuna
+    from rich.progress import Progress
+
+    from serving.backtest.evaluation import log_strategy_tuning, tune_version
+
+    cfg, configs = configs_for(config)
+    tuning = cfg.strategy_tuning if trials is None else cfg.strategy_tuning.model_copy(update={"trials": trials})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with user_errors():
+        sym = _symbol(cfg, symbol)
+        with Progress(transient=True, console=stdout, disable=as_json or not stdout.is_terminal) as bar:
+            task = bar.add_task(f"tune {sym} {model}", total=tuning.trials)
+            result, info = tune_version(_store(cfg), sym, model, parse_time(start), parse_time(end), configs, tuning,
+                                        exchange, progress=lambda n: bar.update(task, completed=n))  # fmt: skip
+        run_id = log_strategy_tuning(result, sym, info, configs.tracking) if log_mlflow else None
+    out = result.to_json() | {"model": {"name": info.name, "version": info.version}, "mlflow_run_id": run_id,
+                              "tagged": bool(run_id and result.adopted)}  # fmt: skip
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return
+    print_strategy_tuning(out)
+
+
+def print_strategy_tuning(out: dict) -> None:
+    held = out["held_back_summaries"]
+    keys = ("net_pnl_usdt", "sharpe", "max_drawdown_pct", "trades", "liquidations")  # the objective is one of them
+    table = Table("parameters", f"in-window {out['objective']} ({len(out['windows'])} windows)",
+                  *(f"held-back {k}" for k in keys),
+                  title=f"{out['provenance']['symbol']} {out['model']['name']} v{out['model']['version']}")  # fmt: skip
+    for name in ("tuned", "incumbent"):
+        table.add_row(name, _fmt(out["in_window"][name]), *(_fmt(held[name].get(k)) for k in keys))
+    stdout.print(table)
+    params = Table("parameter", "incumbent", "tuned")
+    for path, value in out["params"].items():
+        params.add_row(path, _fmt(out["incumbent"][path]), _fmt(value))
+    stdout.print(params)
+    trials, dsr = out["trials"], out["deflated_sharpe"]
+    stdout.print(f"{trials['run']} trials ({trials['feasible']} feasible), best #{out['best_trial']}; deflated Sharpe "
+                 f"ratio of the best {_fmt(dsr)} (diagnostic; the gate is the held-back window); "
+                 f"{out['seconds']['per_trial_s']:.2f} s/trial, {out['seconds']['total_s']:.1f} s")  # fmt: skip
+    if out["adopted"]:
+        where = (f"tag autoscalp.strategy_params set on v{out['model']['version']}" if out["tagged"]
+                 else "not tagged (--no-mlflow)")  # fmt: skip
+        stdout.print(f"[green]adopted[/]: {out['reason']}; {where}")
+    else:
+        stdout.print(f"[yellow]not adopted[/]: {out['reason']}")
+    if out.get("mlflow_run_id"):
+        stdout.print(f"MLflow run {out['mlflow_run_id']}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("backtest")(backtest_command)
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
+    app.command("tune-strategy")(tune_strategy_command)

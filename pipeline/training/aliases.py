@@ -1,7 +1,7 @@
 """The registry's aliases as the product uses them: which version is ``champion`` (trades),
 ``challenger`` (newest, awaiting promotion) and ``previous-champion`` (what a rollback returns to),
-and resolving what a user types (``champion``, ``@challenger``, ``7``, ``models:/name@alias``,
-``models:/name/7``) to one version.
+and resolving what a user types (``champion``, ``@challenger``, ``7``, ``latest`` (the newest
+version), ``models:/name@alias``, ``models:/name/7``) to one version.
 
 Moves are ordered so that a failure at any point leaves a champion in place: the old champion is
 first remembered as ``previous-champion``, then ``champion`` is pointed at the new version in one
@@ -18,6 +18,7 @@ from pipeline.errors import AutoscalpError
 from pipeline.training.registry import CHALLENGER, model_name
 
 CHAMPION = "champion"
+LATEST = "latest"  # not an alias: the highest version number
 PREVIOUS = "previous-champion"
 HISTORY_TAG = "autoscalp.champion_history"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
@@ -70,11 +71,22 @@ def resolve(symbol: str, ref: str) -> VersionInfo:
 
     name, alias, version = parse_ref(symbol, ref)
     client = _client()
+    if alias == LATEST:
+        return _latest(client, name)
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, str(version))
     except MlflowException:
         what = f"alias @{alias}" if alias else f"version {version}"
         raise ModelRefError(f"{name} has no {what} in the registry") from None
+    return VersionInfo(mv.name, int(mv.version), tuple(mv.aliases or ()), dict(mv.tags or {}), mv.run_id or "")
+
+
+def _latest(client, name: str) -> VersionInfo:  # noqa: ANN001
+    versions = client.search_model_versions(f"name = '{name}'")
+    if not versions:
+        raise ModelRefError(f"{name} has no version in the registry; run `autoscalp train`")
+    mv = max(versions, key=lambda v: int(v.version))
+    mv = client.get_model_version(name, mv.version)  # search results carry no aliases
     return VersionInfo(mv.name, int(mv.version), tuple(mv.aliases or ()), dict(mv.tags or {}), mv.run_id or "")
 
 

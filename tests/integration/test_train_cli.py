@@ -150,3 +150,50 @@ def test_real_usdm_ticks_report_out_of_sample_auc(shared_data, tmp_path):
         print(r["symbol"], r["split"], {k: round(v, 4) for k, v in aucs.items()}, r["comparison"])
         assert set(aucs) == {"logistic", "forest", "lstm", "xgb", "ensemble"}
         assert r["registered"]["version"] == 1
+
+    # the retrain ended with the promotion gate: decided (either way) on data after the fit, reasons given
+    for r in results:
+        promotion = r["promotion"]
+        assert promotion["reasons"] and isinstance(promotion["promote"], bool), promotion
+        print(r["symbol"], "promotion:", promotion["promote"], promotion["reasons"])
+
+    # a backtest of version 1 on the real BTCUSDT ticks, twice: the same trades, a report that opens
+    reports, hashes = [], []
+    for n in (1, 2):
+        report = tmp_path / f"report{n}.html"
+        done = autoscalp(home, "backtest", "--config", str(config), "--symbol", "BTC/USDT:USDT", "--model", "1",
+                         "--report", str(report), "--json")  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout)
+        hashes.append(out["provenance"]["trade_list_hash"])
+        reports.append(report.read_text())
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 64
+    assert out["provenance"]["model"]["version"] == 1 and out["provenance"]["events"] > 50_000
+    assert set(out["baselines"]) == {"no-model", "flat"} and out["mlflow_run_id"]
+    assert_report_opens(reports[0])
+
+
+def assert_report_opens(html: str) -> None:
+    """Well-formed enough for a browser: balanced tags, embedded images, the summary's headings."""
+    from html.parser import HTMLParser
+
+    class Parser(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.images = 0
+
+        def handle_starttag(self, tag, attrs):  # noqa: ANN001
+            if tag == "img":
+                self.images += dict(attrs).get("src", "").startswith("data:image/png;base64,")
+            elif tag not in ("meta", "br", "hr", "link", "input"):
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):  # noqa: ANN001
+            assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+    parser = Parser()
+    parser.feed(html)
+    parser.close()
+    assert not parser.stack and parser.images >= 4
+    assert "net" in html.lower() and "drawdown" in html.lower()

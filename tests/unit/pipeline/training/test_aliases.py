@@ -64,6 +64,7 @@ def test_resolve_names_what_is_missing(registry):
         aliases.resolve(SYMBOL, "champion")
     with pytest.raises(aliases.ModelRefError, match="no version 9"):
         aliases.resolve(SYMBOL, "9")
+    assert aliases.resolve(SYMBOL, "latest").version == 3
     info = aliases.resolve(SYMBOL, "2")
     assert (info.version, info.tag_int("autoscalp.fit_end_ns"), info.uri) == (2, 123, f"models:/{NAME}/2")
 
