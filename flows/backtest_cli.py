@@ -155,7 +155,7 @@ def rollback_command(config: ConfigOption = None, symbol: SymbolOption = None, a
 def tune_strategy_command(
     config: ConfigOption = None,
     symbol: SymbolOption = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="champion, challenger, a version number or a models:/ URI.")] = "champion",
+    model: Annotated[str, typer.Option("--model", "-m", help="champion, challenger, latest, a version number or a models:/ URI.")] = "champion",
     start: Annotated[Optional[str], typer.Option("--from", help="Range start (ISO-8601 or ns; default: the end of the version's fit).")] = None,
     end: Annotated[Optional[str], typer.Option("--to", help="Range end, exclusive (default: after the last stored tick).")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", min=2, help="Trials of the study (default: strategy_tuning.trials).")] = None,

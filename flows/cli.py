@@ -32,7 +32,7 @@ data_app = typer.Typer(help="Inspect the tick store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 register_train_commands(app)  # train, ui, schedule (flows/train_cli.py)
-register_backtest_commands(app)  # backtest, promote, rollback (flows/backtest_cli.py)
+register_backtest_commands(app)  # backtest, promote, rollback, tune-strategy (flows/backtest_cli.py)
 
 
 @app.callback()

@@ -1,5 +1,5 @@
 """The whole product's configuration: the pipeline's sections plus the trading engine's, the simulated
-venue's, backtests', the promotion gate's and the schedule.
+venue's, backtests', the promotion gate's, strategy tuning's and the schedule.
 
 It is composed here, at the top of the dependency graph, because the pipeline must not import
 the serving layer. One YAML file (conf/base.yaml) configures everything.
@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field
 
 from pipeline.config import AppConfig, Frozen, load_config
-from serving.backtest.config import BacktestConfig, PromotionGate
+from serving.backtest.config import BacktestConfig, PromotionGate, StrategyTuningConfig
 from serving.config import EngineConfig
 from serving.venues.config import VenueConfig
 
@@ -31,6 +31,7 @@ class ProductConfig(AppConfig):
     venue: VenueConfig = VenueConfig()
     backtest: BacktestConfig = BacktestConfig()
     promotion: PromotionGate = PromotionGate()
+    strategy_tuning: StrategyTuningConfig = StrategyTuningConfig()
     schedule: ScheduleConfig = ScheduleConfig()
 
 

@@ -108,6 +108,7 @@ class WarmupBudgetConfig(Frozen):
     events: int = Field(25_000, ge=0, description="with a transform's after_events: admits z2000 (12 spans)")
     seconds: float = Field(360.0, ge=0)
     moves: int = Field(3_000, ge=0, description="quote updates that moved the mid")
+    depth: int = Field(25_000, ge=0, description="depth updates, with a depth transform's after_depth")
 
 
 class SelectionConfig(Frozen):
