@@ -78,7 +78,8 @@ def backtest_command(
         with Progress(transient=True, console=stdout, disable=as_json or not stdout.is_terminal) as bar:
             task = bar.add_task(f"backtest {sym}", total=None)
             result, data = backtest_version(_store(cfg), sym, model, parse_time(start), parse_time(end), configs,
-                                            exchange, progress=lambda i: bar.update(task, completed=i))  # fmt: skip
+                                            exchange, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                              total=total))  # fmt: skip
         title = f"autoscalp backtest {sym} {model or 'no-model'}"
         if report is not None:
             write_backtest_report(result, report, title)

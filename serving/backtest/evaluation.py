@@ -52,7 +52,7 @@ def stride_of(info: aliases.VersionInfo | None, default: int) -> int:
 
 def backtest_version(store: TickStore, symbol: str, ref: str | None, start_ns: int | None, end_ns: int | None,
                      configs: Configs, exchange: str | None = None, baselines: bool = True,
-                     progress: Callable[[int], None] | None = None) -> tuple[BacktestResult, ReplayData]:  # fmt: skip
+                     progress: Callable[[int, int], None] | None = None) -> tuple[BacktestResult, ReplayData]:  # fmt: skip
     """Backtest ``ref`` (an alias, a version, a models:/ URI; None = no model) on [start, end)."""
     exchange = exchange or exchange_of(store, symbol)
     first, last = store_range(store, exchange, symbol)

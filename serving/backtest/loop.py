@@ -65,7 +65,8 @@ class ReplayLoop:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def run(self, progress: Callable[[int], None] | None = None, progress_every: int = 200_000) -> LoopOutput:
+    def run(self, progress: Callable[[int, int], None] | None = None, progress_every: int = 100_000) -> LoopOutput:
+        """Replay the window; ``progress(done, total)`` is called every ``progress_every`` events."""
         events, signals, venue, engine = self.data.events, self.signals, self.venue, self.engine
         start, n = self.data.start, len(events)
         ts = events.ts_ns[start:].tolist()
@@ -116,11 +117,13 @@ class ReplayLoop:
                 self._sample(t)
                 next_sample = t + self.sample_ns
             if progress is not None and i % progress_every == 0:
-                progress(i)
+                progress(i, n - start)
         if ts:
             deliver(venue.advance(ts[-1]), ts[-1])
             self._sample(ts[-1])
         self.out.events = n - start
+        if progress is not None:
+            progress(n - start, n - start)
         return self.out
 
     # ---- what happens when something happens -----------------------------------------------------

@@ -73,7 +73,7 @@ def without_model(config: EngineConfig) -> EngineConfig:
 
 
 def replay(data: ReplayData, signals: Signals, engine_config: EngineConfig, venue_config: VenueConfig,
-           config: BacktestConfig, name: str, progress: Callable[[int], None] | None = None) -> BacktestRun:  # fmt: skip
+           config: BacktestConfig, name: str, progress: Callable[[int, int], None] | None = None) -> BacktestRun:  # fmt: skip
     """One engine + venue pass over the window."""
     started = time.perf_counter()
     limits = market_limits(data.symbol, config, venue_config)
@@ -113,7 +113,7 @@ def to_ledger(out: LoopOutput, equity: float, start_ns: int, end_ns: int) -> Led
 
 def run_backtest(data: ReplayData, ensemble: Any | None, stride: int, engine_config: EngineConfig,
                  venue_config: VenueConfig, config: BacktestConfig, model: dict | None = None,
-                 baselines: bool = True, progress: Callable[[int], None] | None = None) -> BacktestResult:  # fmt: skip
+                 baselines: bool = True, progress: Callable[[int, int], None] | None = None) -> BacktestResult:  # fmt: skip
     """The model's run (or the no-model run when ``ensemble`` is None) and the baselines.
 
     ``model`` describes the version for the provenance (name, version, uri)."""
