@@ -3,14 +3,18 @@
 Not a test: run it (`make bench`) and it records what it measured in bench/results/features.json,
 with the machine and the git revision. Batch figures are the best of --repeat runs.
 
-  batch_all : every candidate (1284) over --events synthetic events (trades + quotes), one
-              program, values emitted every 1000th event (the work is the same at every event)
+  batch_all : every candidate (1476) over --events synthetic events (trades + quotes), one
+              program, values emitted every 1000th event (the work is the same at every event);
+              the simulator has no depth, so the 192 depth features cost only being skipped
   batch_25  : the 25-feature selection below, values at every event, events/s
   online_25 : the same 25 through FeatureEngine.on_quote / on_trade, one Python call per tick as
               the daemon makes it; per-call latency percentiles in us (perf_counter_ns around
               the call; the timer's own cost is reported and not subtracted)
   online_25_via_dispatcher: the same calls through numba's dispatcher, as before the engine
               pre-bound the compiled step (for comparison)
+  depth_real: on the real USD-M BTC capture (--raw; skipped when absent): the L2 book replay
+              (updates/s), the 192 depth features in batch (ns per feature per depth update) and
+              FeatureEngine.on_depth per raw update (book + 192 features), latency in us
   max_rss_mb: peak resident memory after each stage (it only grows)
 
 Targets (issue 3): online_25 p99 <= 5 us; batch_all over 1M ticks <= 60 s on 2 cores.
@@ -33,11 +37,16 @@ sys.path.insert(0, str(BENCH.parent))
 
 from provenance import provenance  # noqa: E402
 
+import pyarrow as pa  # noqa: E402
+
 from pipeline.config import SyntheticSourceConfig  # noqa: E402
+from pipeline.data.schemas import DEPTH, Kind  # noqa: E402
+from pipeline.data.sources.files import FileSource  # noqa: E402
 from pipeline.features.catalog import catalog, compile_program  # noqa: E402
 from pipeline.features.check import synthetic_events  # noqa: E402
-from pipeline.features.core import KIND_QUOTE, KIND_TRADE  # noqa: E402
+from pipeline.features.core import KIND_DEPTH, KIND_QUOTE, KIND_TRADE  # noqa: E402
 from pipeline.features.engine import FeatureEngine, run_program  # noqa: E402
+from pipeline.features.events import depth_updates, events_from_batches, replay_depth  # noqa: E402
 from pipeline.features.step import step  # noqa: E402
 
 # The engine's roles plus time windows, z-scores and book/trade features a model would pick.
@@ -49,6 +58,7 @@ SELECTION_25 = (
     "spreadrel_l1_z2000", "sincelarge_x5",
 )  # fmt: skip
 SYMBOL = "BTC/USDT:USDT"
+DEFAULT_RAW = BENCH.parent.parent / "shared" / "data" / "binance_ws_raw" / "usdm_btcusdt_20240808.gz"
 
 
 def rss_mb() -> int:
@@ -81,16 +91,17 @@ def bench_batch(events, names: tuple[str, ...], emit_every: int, repeat: int) ->
 
 def via_dispatcher(engine: FeatureEngine):
     """on_quote / on_trade as they were before the engine pre-bound step's compiled entry point:
-    through numba's dispatcher, which resolves the types of all 15 arguments on every call."""
+    through numba's dispatcher, which resolves the types of all 16 arguments on every call."""
     args = (engine._iprog, engine._fprog, engine._state, engine._core, engine._clock)
     nan = float("nan")
+    none = np.empty(0)  # no depth summary
 
     def on_quote(ts_ns, bid, bid_qty, ask, ask_qty):
-        step(*args, ts_ns, KIND_QUOTE, nan, nan, 0.0, bid, bid_qty, ask, ask_qty, engine.values)
+        step(*args, ts_ns, KIND_QUOTE, nan, nan, 0.0, bid, bid_qty, ask, ask_qty, none, engine.values)
         return engine.values
 
     def on_trade(ts_ns, price, qty, side):
-        step(*args, ts_ns, KIND_TRADE, price, qty, side, nan, nan, nan, nan, engine.values)
+        step(*args, ts_ns, KIND_TRADE, price, qty, side, nan, nan, nan, nan, none, engine.values)
         return engine.values
 
     return on_quote, on_trade
@@ -136,11 +147,49 @@ def bench_online(events, names: tuple[str, ...], dispatcher: bool = False) -> di
     } | ({} if dispatcher else {"warm_at_end": engine.warm})
 
 
+def bench_depth(path: Path, repeat: int) -> dict:
+    batches = list(FileSource(path).batches())
+    rows = pa.concat_tables(b.rows.select(DEPTH.names) for b in batches if b.kind == Kind.DEPTH)
+    updates = depth_updates(rows)
+    replay_s = best_of(lambda: replay_depth(updates), repeat)
+    events = events_from_batches(batches)
+    names = tuple(n for n, spec in catalog().items() if spec.family.is_depth)
+    program = compile_program(names)
+    depth_events = int((events.kind == KIND_DEPTH).sum())
+    last = np.array([len(events) - 1])
+    batch_s = best_of(lambda: run_program(program, events, last), repeat)
+    engine = FeatureEngine(names)
+    latency = np.empty(len(updates), dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i, update in enumerate(updates):
+        start = clock()
+        engine.on_depth(update)
+        latency[i] = clock() - start
+    us = latency[100:] / 1e3
+    return {
+        "file": path.name,
+        "updates": len(updates),
+        "level_rows": rows.num_rows,
+        "replay_s": round(replay_s, 3),
+        "replay_updates_per_s": round(len(updates) / replay_s),
+        "depth_features": len(names),
+        "events": len(events),
+        "depth_events": depth_events,
+        "batch_s": round(batch_s, 3),
+        "ns_per_feature_depth_event": round(batch_s / depth_events / len(names) * 1e9, 1),
+        "on_depth_p50_us": round(float(np.percentile(us, 50)), 1),
+        "on_depth_p99_us": round(float(np.percentile(us, 99)), 1),
+        "on_depth_max_us": round(float(us.max()), 1),
+        "max_rss_mb": rss_mb(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "features.json")
+    parser.add_argument("--raw", type=Path, default=DEFAULT_RAW, help="raw Binance capture with depth")
     args = parser.parse_args()
 
     results = {
@@ -164,6 +213,9 @@ def main() -> None:
     print(json.dumps(results["online_25"]), flush=True)
     results["online_25_via_dispatcher"] = bench_online(events, SELECTION_25, dispatcher=True)
     print(json.dumps(results["online_25_via_dispatcher"]), flush=True)
+    if args.raw.is_file():
+        results["depth_real"] = bench_depth(args.raw, args.repeat)
+        print(json.dumps(results["depth_real"]), flush=True)
     results["targets"] = {
         "online_25_p99_le_5us": results["online_25"]["p99_us"] <= 5.0,
         "batch_all_1M_le_60s": results["batch_all"]["seconds"] * 1_000_000 / len(events) <= 60.0,

@@ -17,7 +17,7 @@ from flows.config import load_product_config
 from pipeline.data.store import TickStore
 from pipeline.errors import AutoscalpError
 from pipeline.features.dataset import (
-    PartitionRecord, build_day, candidate_names, dataset_fingerprint, plan_days, select_features,
+    PartitionRecord, build_day, candidate_names, dataset_fingerprint, days_have_depth, plan_days, select_features,
 )
 from pipeline.features.store import DayKey, FeatureStore
 from pipeline.home import autoscalp_home
@@ -73,8 +73,9 @@ def features_flow(
     """Build the feature store for ``symbols`` (default: every symbol in the tick store) and select."""
     config = load_product_config(config_path)
     ticks, features = stores(config_path)
-    candidates = candidate_names(config, names)
-    futures = [build_day_task.submit(key, candidates, config_path) for key in plan_days(ticks, symbols)]
+    days = plan_days(ticks, symbols)
+    candidates = candidate_names(config, names, depth=days_have_depth(ticks, days))
+    futures = [build_day_task.submit(key, candidates, config_path) for key in days]
     records = [future.result() for future in futures]
     selection = select_task(records, candidates, config_path)
     return build_report(records, selection, str(features.root))
@@ -84,7 +85,8 @@ def build_in_process(symbols: list[str] | None, names: list[str] | None, config_
     """The same steps as ``features_flow``, without Prefect (one day after the other)."""
     config = load_product_config(config_path)
     ticks, features = stores(config_path)
-    candidates = candidate_names(config, names)
-    records = [build_day(ticks, features, key, candidates, config).to_dict() for key in plan_days(ticks, symbols)]
+    days = plan_days(ticks, symbols)
+    candidates = candidate_names(config, names, depth=days_have_depth(ticks, days))
+    records = [build_day(ticks, features, key, candidates, config).to_dict() for key in days]
     selection = select_features(features, [PartitionRecord.from_dict(r) for r in records], candidates, config)
     return build_report(records, selection.to_dict(), str(features.root))

@@ -37,12 +37,14 @@ def list_command(config: ConfigOption = None, as_json: JsonOption = False) -> No
 
 
 def _warmup(described: dict) -> str:
-    counts = {what: described[f"warmup_{what}"] for what in ("quotes", "trades", "events", "moves")}
+    counts = {what: described[f"warmup_{what}"] for what in ("quotes", "trades", "events", "moves", "depth")}
     parts = [f"{count:,} {what}" for what, count in counts.items() if count]
     if described["warmup_seconds"]:
         parts.append(f"{described['warmup_seconds']:g} s")
     if described["warmup_after_events"]:
         parts.append(f"then {described['warmup_after_events']:,} events")
+    if described["warmup_after_depth"]:
+        parts.append(f"then {described['warmup_after_depth']:,} depth")
     return " + ".join(parts) or "-"
 
 

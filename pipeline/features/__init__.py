@@ -16,8 +16,9 @@ _CACHE = _PACKAGE / "__pycache__"
 
 
 def _drop_stale_step_cache() -> None:
-    # What ``step`` compiles in: the kernels, the core, the family ids and step itself.
-    sources = sorted([*_PACKAGE.glob("kernels/*.py"), *(_PACKAGE / n for n in ("core.py", "families.py", "step.py"))])
+    # What ``step`` compiles in: the kernels, the core, the book summary layout, the family ids and step.
+    names = ("core.py", "l2book.py", "families.py", "step.py")
+    sources = sorted([*_PACKAGE.glob("kernels/*.py"), *(_PACKAGE / n for n in names)])
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
     stamp = _CACHE / "kernels.sha256"
     try:

@@ -11,7 +11,9 @@ rows x group x 40 bytes whatever the number of features:
   quotes, trades, events and mid moves, seconds of event time, then a transform's events after its
   input is warm), its values must match the full run within ``WARMUP_RTOL`` x its scale; a larger
   error means the declaration is too short. The full run is the reference: it has seen everything
-  the restarted one has, and more.
+  the restarted one has, and more. A restart keeps the depth summaries of the stream, which come
+  from the book replayed from its snapshot (``events``): a daemon starting mid-stream fetches a
+  snapshot too, so only the depth features restart.
 
 Scale: the standard deviation of the full run's warm values clipped to their 1st and 99th
 percentiles, the spread of the bulk a model sees. The plain standard deviation is blown up by the
@@ -155,6 +157,7 @@ def _as_warmup(row: np.ndarray) -> dict[str, float]:
     counts = {name: round(float(value), 3) for name, value in zip(PROGRESS, row)}
     if len(row) > len(PROGRESS):
         counts["events after"] = float(row[len(PROGRESS)])
+        counts["depth after"] = float(row[len(PROGRESS) + 1])
     return counts
 
 
@@ -262,15 +265,17 @@ def _check_group(events, names, compute, full_progress, restart_progress, report
 
 
 def quick_names() -> tuple[str, ...]:
-    """A small subset for tests: every family at a short window, a few transforms."""
+    """A small subset for tests: every family at a short window (20 updates, 10 for depth), a few
+    transforms."""
     picked = []
     seen: set[str] = set()
     for name, spec in catalog().items():
         family = spec.family.name
-        if spec.transform == 0 and family not in seen and (spec.family.unit != "tick" or spec.window == 20.0):
+        short = 10.0 if spec.family.is_depth else 20.0
+        if spec.transform == 0 and family not in seen and (spec.family.unit != "tick" or spec.window == short):
             seen.add(family)
             picked.append(name)
-    return tuple(picked) + ("rv_tick_50_z200", "ofi_tick_20_d50", "bookimb_l1_z200")
+    return tuple(picked) + ("rv_tick_50_z200", "ofi_tick_20_d50", "bookimb_l1_z200", "depthimb_l5_z200")
 
 
 def synthetic_events(config: SyntheticSourceConfig, symbol: str) -> EventArrays:

@@ -1,7 +1,14 @@
-"""The per-event core every indicator reads: the book, the mid, returns, time steps, the last trade.
+"""The per-event core every indicator reads: the book, the mid, returns, time steps, the last trade,
+and the summary of the L2 book.
 
-An event is a top-of-book quote update or a trade (``KIND_QUOTE`` / ``KIND_TRADE``). ``update_core``
-validates it and derives what the indicators share, once per event, into the ``core`` array.
+An event is a top-of-book quote update, a trade or a depth update (``KIND_QUOTE`` / ``KIND_TRADE``
+/ ``KIND_DEPTH``). ``update_core`` validates a quote or a trade and derives what the indicators
+share, once per event, into the ``core`` array; ``update_depth`` copies a depth update's book
+summary (``pipeline.features.l2book``) into its slots.
+
+A depth update is a side channel: it changes only the depth slots and the depth counter, not the
+clock or the event counters, and only depth features run on it (``pipeline.features.step``). So
+every other feature is the same, value for value, whether the stream carries depth or not.
 
 Defined behaviour for bad input (the same online and offline, since both run this function):
 - a quote with a NaN/inf/non-positive price, a negative or NaN size, or a crossed/locked book,
@@ -9,7 +16,10 @@ Defined behaviour for bad input (the same online and offline, since both run thi
   every indicator keeps its previous value;
 - an event older than the latest seen (out of order) is processed with a time step of 0: time
   never runs backwards inside the indicators;
-- gaps need nothing special: time-decayed indicators decay over the gap, tick-counted ones do not.
+- gaps need nothing special: time-decayed indicators decay over the gap, tick-counted ones do not;
+- a depth update whose book is not valid (before the first snapshot, after a sequence gap until
+  the next snapshot, crossed) has no summary and is ignored like a bad quote: the depth features
+  keep their last values. Where a symbol has no depth at all they stay NaN and never warm.
 """
 
 from __future__ import annotations
@@ -19,8 +29,11 @@ import math
 import numpy as np
 from numba import njit
 
+from pipeline.features.l2book import S_ASK, S_BID, SUMMARY_SIZE
+
 KIND_QUOTE = 0
 KIND_TRADE = 1
+KIND_DEPTH = 2
 
 # Slots of the core array.
 BID, BID_QTY, ASK, ASK_QTY = 0, 1, 2, 3
@@ -40,7 +53,9 @@ LAST_TRADE_T = 24
 N_QUOTES, N_TRADES, N_EVENTS = 25, 26, 27
 HAS_BOOK, HAS_TRADE = 28, 29
 N_MOVES = 30  # quote updates that moved the mid (a scale-free ratio of returns learns only from these)
-CORE_SIZE = 32
+N_DEPTH = 31  # depth updates with a valid book summary
+DEPTH = 32  # the latest book summary: DEPTH + the l2book.S_* / per-level offsets
+CORE_SIZE = DEPTH + SUMMARY_SIZE
 
 # Slots of the int64 clock array.
 CLOCK_FIRST_NS, CLOCK_LAST_NS = 0, 1
@@ -134,4 +149,18 @@ def update_core(core, clock, ts_ns, kind, price, qty, side, bid, bid_qty, ask, a
         core[HAS_TRADE] = 1.0
         core[IS_TRADE] = 1.0
         core[N_TRADES] += 1.0
+    return True
+
+
+@njit(cache=True)
+def update_depth(core, summary) -> bool:
+    """Fold one depth update's book summary into ``core``; False (and nothing changed) without one."""
+    if summary.shape[0] != SUMMARY_SIZE:
+        return False
+    bid, ask = summary[S_BID], summary[S_ASK]
+    if not (_finite_positive(bid) and _finite_positive(ask) and bid < ask):
+        return False
+    for i in range(SUMMARY_SIZE):
+        core[DEPTH + i] = summary[i]
+    core[N_DEPTH] += 1.0
     return True

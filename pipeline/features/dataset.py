@@ -5,6 +5,13 @@ warm-up (at most ``LOOKBACK_DAYS``), so indicators do not restart at midnight; a
 past its end, up to the label horizon, so the day's last rows get complete labels. Rows are sampled
 inside the day only (every ``stride``-th quote update or event, counted from the day's first), and
 kept where every feature is warm and the label's horizon was observed.
+
+Depth: the depth features are candidates only where every planned day has depth rows in the tick
+store (``days_have_depth``): elsewhere they would never warm and no row would be kept, so they are
+left out of the candidates and the selection never sees them. Depth updates are events of the
+stream but not rows (rows are quotes or trades) nor steps of an event-counted label horizon. The
+L2 book needs a snapshot: a day's depth is read from the latest snapshot at or before the day's
+start when there is none in its look-back (a capture with one snapshot at its start).
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ from pipeline.config import AppConfig, LabelConfig, SamplingConfig
 from pipeline.data.schemas import Kind
 from pipeline.data.store import NS_PER_DAY, Partition, TickStore
 from pipeline.errors import AutoscalpError
-from pipeline.features.catalog import compile_program
-from pipeline.features.core import KIND_QUOTE
-from pipeline.features.engine import EVENTS, PROGRESS, event_progress, extract
+from pipeline.features.catalog import catalog, compile_program, resolve
+from pipeline.features.core import KIND_DEPTH, KIND_QUOTE
+from pipeline.features.engine import DEPTH, EVENTS, PROGRESS, event_progress, extract
 from pipeline.features.events import EventArrays, merge_events
 from pipeline.features.families import Warmup
 from pipeline.features.selection import (
@@ -65,12 +72,22 @@ class PartitionRecord:
         return cls(**data)
 
 
-def candidate_names(config: AppConfig, names: list[str] | tuple[str, ...] | None = None) -> list[str]:
-    """The features to extract: those given, else every candidate fitting the warm-up budget."""
+def candidate_names(
+    config: AppConfig, names: list[str] | tuple[str, ...] | None = None, depth: bool = True
+) -> list[str]:
+    """The features to extract: those given, else every candidate fitting the warm-up budget;
+    without ``depth`` (the data has no L2 book), no depth feature."""
     if names:
         compile_program(names)  # unknown names fail here, with the name
+        if not depth and (wanted := [n for n in names if catalog()[n].family.is_depth]):
+            raise AutoscalpError(f"{wanted[0]!r}: depth features need depth rows (an L2 book) in the tick store, "
+                                 "and some day to build has none")
         return list(names)
-    return eligible_candidates(config.features.warmup_budget)
+    return eligible_candidates(config.features.warmup_budget, depth)
+
+
+def uses_depth(names: list[str] | tuple[str, ...]) -> bool:
+    return any(spec.family.is_depth for spec in resolve(names))
 
 
 def plan_days(store: TickStore, symbols: list[str] | tuple[str, ...] | None = None) -> list[DayKey]:
@@ -86,6 +103,12 @@ def plan_days(store: TickStore, symbols: list[str] | tuple[str, ...] | None = No
     return days
 
 
+def days_have_depth(store: TickStore, days: list[DayKey]) -> bool:
+    """Whether the store holds depth rows for every one of ``days`` (and there is a day)."""
+    with_depth = {DayKey(p.exchange, p.symbol, p.date) for p in store.partitions() if p.kind == Kind.DEPTH}
+    return bool(days) and all(day in with_depth for day in days)
+
+
 # ---- the window a day is computed on ---------------------------------------------------------
 
 
@@ -98,8 +121,13 @@ class DayWindow:
     later_data: bool  # the store holds ticks from the window's end on: the look-ahead is complete
 
     def dates(self) -> list[str]:
-        first, last = self.read_start_ns // NS_PER_DAY, (self.read_end_ns - 1) // NS_PER_DAY
-        return [str(np.datetime64(day, "D")) for day in range(first, last + 1)]
+        return dates_between(self.read_start_ns, self.read_end_ns)
+
+
+def dates_between(start_ns: int, end_ns: int) -> list[str]:
+    """The UTC dates of [start_ns, end_ns)."""
+    first, last = start_ns // NS_PER_DAY, (end_ns - 1) // NS_PER_DAY
+    return [str(np.datetime64(day, "D")) for day in range(first, last + 1)]
 
 
 def day_window(store: TickStore, key: DayKey, labels: LabelConfig) -> DayWindow:
@@ -130,14 +158,36 @@ def has_ticks_from(store: TickStore, key: DayKey, ts_ns: int) -> bool:
     return False
 
 
-def tick_files(store: TickStore, key: DayKey, window: DayWindow) -> list[tuple[str, int]]:
-    """The tick files a day reads, by name and size (names are content hashes, see the tick store)."""
+def depth_start_ns(store: TickStore, key: DayKey, window: DayWindow) -> int:
+    """Where a day's depth is read from: the look-back's start, or the latest snapshot before the
+    day's start if the look-back holds none (the book needs one; only snapshot flags are read)."""
+    last_date = str(np.datetime64(window.day_start_ns // NS_PER_DAY, "D"))
+    dates = sorted((p.date for p in store.partitions() if (p.exchange, p.symbol, p.kind) == (
+        key.exchange, key.symbol, Kind.DEPTH) and p.date <= last_date), reverse=True)
+    for date in dates:
+        directory = store.ticks_dir / Partition(key.exchange, key.symbol, Kind.DEPTH, date).relative_dir()
+        found = [pq.read_table(f, columns=["ts_ns", "is_snapshot"]) for f in sorted(directory.glob("part-*.parquet"))]
+        ts = [t["ts_ns"].filter(t["is_snapshot"]).to_numpy() for t in found]
+        ts = np.concatenate(ts) if ts else np.empty(0, np.int64)
+        ts = ts[ts <= window.day_start_ns]
+        if ts.size:
+            return int(min(ts.max(), window.read_start_ns))
+    return window.read_start_ns
+
+
+def tick_files(
+    store: TickStore, key: DayKey, window: DayWindow, depth_from_ns: int | None = None
+) -> list[tuple[str, int]]:
+    """The tick files a day reads, by name and size (names are content hashes, see the tick store);
+    with ``depth_from_ns``, its depth files too."""
     files = []
-    for date in window.dates():
-        for kind in TICK_KINDS:
-            directory = store.ticks_dir / Partition(key.exchange, key.symbol, kind, date).relative_dir()
-            for part in sorted(directory.glob("part-*.parquet")):
-                files.append((f"{date}/{kind.value}/{part.name}", part.stat().st_size))
+    reads = [(date, kind) for date in window.dates() for kind in TICK_KINDS]
+    if depth_from_ns is not None:
+        reads += [(date, Kind.DEPTH) for date in dates_between(depth_from_ns, window.read_end_ns)]
+    for date, kind in reads:
+        directory = store.ticks_dir / Partition(key.exchange, key.symbol, kind, date).relative_dir()
+        for part in sorted(directory.glob("part-*.parquet")):
+            files.append((f"{date}/{kind.value}/{part.name}", part.stat().st_size))
     return files
 
 
@@ -145,10 +195,11 @@ def day_fingerprint(
     store: TickStore, key: DayKey, names: list[str], labels: LabelConfig, sampling: SamplingConfig
 ) -> str:
     window = day_window(store, key, labels)
+    depth_from = depth_start_ns(store, key, window) if uses_depth(names) else None
     return fingerprint({
         "key": asdict(key),
         "window": asdict(window),
-        "ticks": tick_files(store, key, window),
+        "ticks": tick_files(store, key, window, depth_from),
         "definitions": definitions_version(),
         "labels": labels.model_dump(),
         "sampling": sampling.model_dump(),
@@ -163,18 +214,22 @@ def lookback_start(events: EventArrays, day_lo: int, need: Warmup) -> int:
     """The latest index before ``day_lo`` from which a program declaring ``need`` is warm at day_lo.
 
     Counted as the engine counts (``engine.event_progress``: valid quotes, trades, events, mid
-    moves, seconds), with the inputs warm ``after_events`` events before day_lo, so that every
-    transform has had its own warm-up too."""
+    moves, seconds, depth updates), with the inputs warm ``after_events`` events and
+    ``after_depth`` depth updates before day_lo, so that every transform has had its own warm-up
+    too. (Depth summaries are of the whole book, replayed before the stream is cut: a restart
+    needs only the depth updates its features declare.)"""
     if day_lo == 0:
         return 0
     progress = event_progress(events.slice(0, day_lo + 1))
-    counted = progress[:, EVENTS]
-    target = int(np.searchsorted(counted, counted[day_lo] - need.after_events, side="right")) - 1
+    target = day_lo
+    for column, after in ((EVENTS, need.after_events), (DEPTH, need.after_depth)):
+        counted = progress[:, column]
+        target = min(target, int(np.searchsorted(counted, counted[day_lo] - after, side="right")) - 1)
     if target < 0:
         return 0
     # A restart's first quote sets the book without moving the mid: one move more to be sure.
     counts = {"quotes": need.quotes, "trades": need.trades, "events": need.events,
-              "moves": need.moves + 1 if need.moves else 0}
+              "moves": need.moves + 1 if need.moves else 0, "depth": need.depth}
     starts = [target]
     for name, count in counts.items():
         if count:
@@ -187,10 +242,13 @@ def lookback_start(events: EventArrays, day_lo: int, need: Warmup) -> int:
 
 
 def sample_rows(events: EventArrays, lo: int, hi: int, sampling: SamplingConfig) -> np.ndarray:
-    """Event indices of the rows in [lo, hi): every ``stride``-th quote update or event."""
+    """Event indices of the rows in [lo, hi): every ``stride``-th quote update or event (quote or
+    trade: a depth update is not a row, so sampling is the same with or without depth)."""
     candidates = np.arange(lo, hi)
     if sampling.every == "quote":
         candidates = candidates[events.kind[lo:hi] == KIND_QUOTE]
+    else:
+        candidates = candidates[events.kind[lo:hi] != KIND_DEPTH]
     return candidates[:: sampling.stride].astype(np.int64)
 
 
@@ -206,8 +264,9 @@ def labelled_rows(
     start = lookback_start(events, lo, program.max_warmup())
     emit = sample_rows(events, lo, hi, sampling)
     frame = extract(events.slice(start, hi), names, emit - start)
-    future = events.slice(start)
-    labelled = triple_barrier(future, emit - start, labels, known_until_ns)
+    # Labels on quotes and trades only: an event-counted horizon does not count depth updates.
+    future, kept = events.slice(start).ticks_only()
+    labelled = triple_barrier(future, np.searchsorted(kept, emit - start), labels, known_until_ns)
     frame["label"] = labelled.label
     frame["fwd_return"] = labelled.fwd_return
     frame["exit_ts_ns"] = labelled.exit_ts_ns
@@ -217,10 +276,17 @@ def labelled_rows(
     return frame[keep].reset_index(drop=True), counts
 
 
-def read_events(store: TickStore, key: DayKey, window: DayWindow) -> EventArrays:
+def read_events(store: TickStore, key: DayKey, window: DayWindow, depth: bool = False) -> EventArrays:
+    """The window's events; with ``depth``, its depth updates too, the book replayed from
+    ``depth_start_ns`` (the events before the window are then cut off)."""
     trades = store.read(key.exchange, key.symbol, Kind.TRADES, window.read_start_ns, window.read_end_ns)
     quotes = store.read(key.exchange, key.symbol, Kind.QUOTES, window.read_start_ns, window.read_end_ns)
-    return merge_events(trades, quotes)
+    if not depth:
+        return merge_events(trades, quotes)
+    depth_rows = store.read(key.exchange, key.symbol, Kind.DEPTH, depth_start_ns(store, key, window),
+                            window.read_end_ns)
+    events = merge_events(trades, quotes, depth_rows)
+    return events.slice(int(np.searchsorted(events.ts_ns, window.read_start_ns)))
 
 
 def day_rows(
@@ -228,7 +294,7 @@ def day_rows(
 ) -> pd.DataFrame:
     """The labelled feature rows of one day; ``EmptyDatasetError`` when no row is usable."""
     window = day_window(store, key, labels)
-    events = read_events(store, key, window)
+    events = read_events(store, key, window, uses_depth(names))
     lo, hi = np.searchsorted(events.ts_ns, [window.day_start_ns, window.day_end_ns])
     known_until = window.read_end_ns if window.later_data else None
     rows, counts = labelled_rows(events, int(lo), int(hi), names, labels, sampling, known_until)

@@ -2,8 +2,14 @@
 
 ``FeatureEngine`` is the serving side: one call per tick, the feature vector out. ``extract`` is the
 training side: the same compiled step over arrays. Both start from an empty state; a feature is
-*warm* once the history it declares (quotes, trades, events, seconds) has been seen, and only warm
-values may reach a model: ``extract`` marks rows, ``FeatureEngine.warm`` says when to trust it.
+*warm* once the history it declares (quotes, trades, events, seconds, depth updates) has been seen,
+and only warm values may reach a model: ``extract`` marks rows, ``FeatureEngine.warm`` says when to
+trust it. A depth feature on a symbol without depth never warms.
+
+Depth: the engine keeps the symbol's L2 book (``pipeline.features.l2book``, the same code the batch
+path replays the stored depth rows through) and takes the raw updates, ``on_depth``. Feed it as
+Binance prescribes: a snapshot, then the diffs from the one straddling it (buffered while the
+snapshot was fetched); after a gap, a new snapshot.
 """
 
 from __future__ import annotations
@@ -17,16 +23,20 @@ from numba.core import types
 
 from pipeline.features import core as c
 from pipeline.features.catalog import Program, compile_program
-from pipeline.features.core import KIND_QUOTE, KIND_TRADE, new_core
+from pipeline.features.core import KIND_DEPTH, KIND_QUOTE, KIND_TRADE, new_core
 from pipeline.features.events import EventArrays
+from pipeline.features.l2book import DepthUpdate, L2Book
 from pipeline.features.step import run_batch, step
 
 CHUNK_EVENTS = 200_000
 NAN = math.nan
 # The warm-up counters, as ``run_program`` reports them after each emitted event and a Warmup
-# declares them (plus its after_events). Events are valid events (ignored ticks do not count).
-PROGRESS = ("quotes", "trades", "events", "seconds", "moves")
+# declares them (plus its after_events and after_depth). Events are valid quotes and trades
+# (ignored ticks do not count); depth, depth updates with a valid book (they are not events).
+PROGRESS = ("quotes", "trades", "events", "seconds", "moves", "depth")
 EVENTS = PROGRESS.index("events")
+DEPTH = PROGRESS.index("depth")
+_NO_SUMMARY = np.empty(0)
 
 
 class FeatureEngine:
@@ -39,34 +49,50 @@ class FeatureEngine:
         self._state = self.program.new_state()
         self._core, self._clock = new_core()
         self.values = np.full(len(self.names), np.nan)
+        self.book = L2Book()
         top = self.program.max_warmup()
-        self._need = (top.quotes, top.trades, top.events, top.seconds, top.moves)
-        self._after = top.after_events
-        self._inputs_warm_at = -1.0  # the event count when every input was first seen warm
+        self._need = (top.quotes, top.trades, top.events, top.seconds, top.moves, top.depth)
+        self._after = (top.after_events, top.after_depth)
+        self._inputs_warm_at = (-1.0, -1.0)  # events and depth updates when every input was first warm
         self._warm = False
         self._step = _bound_step(self._iprog, self._fprog, self._state, self._core, self._clock, self.values)
 
     def on_quote(self, ts_ns: int, bid: float, bid_qty: float, ask: float, ask_qty: float) -> np.ndarray:
         self._step(self._iprog, self._fprog, self._state, self._core, self._clock, ts_ns, KIND_QUOTE,
-                   NAN, NAN, 0.0, bid, bid_qty, ask, ask_qty, self.values)
+                   NAN, NAN, 0.0, bid, bid_qty, ask, ask_qty, _NO_SUMMARY, self.values)
         if not self._warm:
             self._track_warmup()
         return self.values
 
     def on_trade(self, ts_ns: int, price: float, qty: float, side: float) -> np.ndarray:
         self._step(self._iprog, self._fprog, self._state, self._core, self._clock, ts_ns, KIND_TRADE,
-                   price, qty, side, NAN, NAN, NAN, NAN, self.values)
+                   price, qty, side, NAN, NAN, NAN, NAN, _NO_SUMMARY, self.values)
+        if not self._warm:
+            self._track_warmup()
+        return self.values
+
+    def on_depth(self, update: DepthUpdate) -> np.ndarray:
+        """Apply a depth snapshot or diff to the book; the depth features move when it leaves a
+        valid book (the others never do on a depth update)."""
+        summary = self.book.apply(update)
+        if summary is None:
+            return self.values  # no valid book: ignored, as the batch path has no event for it
+        self._step(self._iprog, self._fprog, self._state, self._core, self._clock, update.ts_ns, KIND_DEPTH,
+                   NAN, NAN, 0.0, NAN, NAN, NAN, NAN, summary, self.values)
         if not self._warm:
             self._track_warmup()
         return self.values
 
     def update(self, tick) -> np.ndarray:
-        """Fold one tick (anything with ``kind`` and the event fields, e.g. a replay event)."""
+        """Fold one tick (anything with ``kind`` and the event fields, e.g. a replay event) or a
+        ``DepthUpdate``."""
+        if isinstance(tick, DepthUpdate):
+            return self.on_depth(tick)
         if tick.kind == KIND_QUOTE:
             return self.on_quote(tick.ts_ns, tick.bid, tick.bid_qty, tick.ask, tick.ask_qty)
         if tick.kind == KIND_TRADE:
             return self.on_trade(tick.ts_ns, tick.price, tick.qty, tick.side)
-        return self.values  # neither: ignored, as the batch path ignores it
+        return self.values  # none of them: ignored, as the batch path ignores it
 
     @property
     def warm(self) -> bool:
@@ -78,27 +104,29 @@ class FeatureEngine:
         """After each tick until warm (a few hundred ns, then one attribute test per tick): the
         transforms' ``after_events`` count from the event where every input was warm."""
         core = self._core
-        if self._inputs_warm_at < 0.0:
+        if self._inputs_warm_at[0] < 0.0:
             if not (
                 core[c.N_QUOTES] >= self._need[0]
                 and core[c.N_TRADES] >= self._need[1]
                 and core[c.N_EVENTS] >= self._need[2]
                 and core[c.T] >= self._need[3]
                 and core[c.N_MOVES] >= self._need[4]
+                and core[c.N_DEPTH] >= self._need[5]
             ):
                 return
-            self._inputs_warm_at = core[c.N_EVENTS]
-        self._warm = bool(core[c.N_EVENTS] - self._inputs_warm_at >= self._after)
+            self._inputs_warm_at = (core[c.N_EVENTS], core[c.N_DEPTH])
+        self._warm = bool(core[c.N_EVENTS] - self._inputs_warm_at[0] >= self._after[0]
+                          and core[c.N_DEPTH] - self._inputs_warm_at[1] >= self._after[1])
 
 
 def _bound_step(iprog, fprog, state, core, clock, values):
     """``step`` compiled (or loaded from the cache) for the engine's argument types, called
-    directly: the dispatcher resolves the types of all 15 arguments on every call, ~0.3 us of the
+    directly: the dispatcher resolves the types of all 16 arguments on every call, ~0.3 us of the
     ~1.3 us a tick costs with 25 features (bench/results/features.json). The engine always passes
     these types; ints and floats are converted as the dispatcher would."""
     scalars = (types.int64, types.int64) + (types.float64,) * 7
     arrays = tuple(numba.typeof(a) for a in (iprog, fprog, state, core, clock))
-    return step.compile(arrays + scalars + (numba.typeof(values),))
+    return step.compile(arrays + scalars + (numba.typeof(_NO_SUMMARY), numba.typeof(values)))
 
 
 def run_program(program: Program, events: EventArrays, emit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -112,31 +140,32 @@ def run_program(program: Program, events: EventArrays, emit: np.ndarray | None =
     for start in range(0, max(len(events), 1), CHUNK_EVENTS):
         chunk = events.slice(start, start + CHUNK_EVENTS)
         lo, hi = np.searchsorted(emit, [start, start + len(chunk)])
-        run_batch(program.iprog, program.fprog, state, core, clock, values, *chunk.columns(),
-                  emit[lo:hi] - start, out[lo:hi], progress[lo:hi])
+        run_batch(program.iprog, program.fprog, state, core, clock, values, *chunk.columns(), chunk.depth_row,
+                  chunk.depth, emit[lo:hi] - start, out[lo:hi], progress[lo:hi])
     return out, progress
 
 
 def warm_mask(program: Program, progress: np.ndarray, events: EventArrays | None = None) -> np.ndarray:
     """[rows, k] True where the feature has seen its declared warm-up.
 
-    ``progress`` holds the counters (``PROGRESS``) after each row's event. A
-    transform's ``after_events`` count from the event where its input became warm: exactly, given
-    ``events`` (the stream the rows were computed on, from its first event) or rows at every
-    event; otherwise from the first row where the input is warm, so late, never early."""
+    ``progress`` holds the counters (``PROGRESS``) after each row's event. A transform's
+    ``after_events`` (``after_depth``) count events (depth updates) from the event where its input
+    became warm: exactly, given ``events`` (the stream the rows were computed on, from its first
+    event) or rows at every event; otherwise from the first row where the input is warm, so late,
+    never early."""
     n = len(PROGRESS)
     warm = (progress[:, None, :n] >= program.warmup[None, :, :n]).all(axis=2)
-    after = program.warmup[:, n]
+    after = program.warmup[:, n:n + 2]  # after_events, after_depth
     if not after.any() or not len(progress):
         return warm
     inputs_warm_at = _inputs_warm_at(program, event_progress(events)) if events is not None else None
-    for j in np.flatnonzero(after > 0):
+    for j in np.flatnonzero(after.any(axis=1)):
         if inputs_warm_at is not None:
             at = inputs_warm_at[j]
         else:
             first = int(np.argmax(warm[:, j]))
-            at = progress[first, EVENTS] if warm[first, j] else np.inf
-        warm[:, j] &= progress[:, EVENTS] - at >= after[j]
+            at = progress[first, [EVENTS, DEPTH]] if warm[first, j] else np.full(2, np.inf)
+        warm[:, j] &= (progress[:, EVENTS] - at[0] >= after[j, 0]) & (progress[:, DEPTH] - at[1] >= after[j, 1])
     return warm
 
 
@@ -146,13 +175,13 @@ def event_progress(events: EventArrays) -> np.ndarray:
 
 
 def _inputs_warm_at(program: Program, progress: np.ndarray) -> np.ndarray:
-    """Per feature, the event count at which its input warm-up was first met (inf if never);
-    ``progress`` is per event, and each counter only grows."""
-    at = np.full(len(program.names), np.inf)
+    """Per feature, the event and depth-update counts at which its input warm-up was first met
+    ([k, 2], inf if never); ``progress`` is per event, and each counter only grows."""
+    at = np.full((len(program.names), 2), np.inf)
     for j, need in enumerate(program.warmup[:, :len(PROGRESS)]):
         row = max(int(np.searchsorted(progress[:, m], need[m], side="left")) for m in range(len(PROGRESS)))
         if row < len(progress):
-            at[j] = progress[row, EVENTS]
+            at[j] = progress[row, [EVENTS, DEPTH]]
     return at
 
 

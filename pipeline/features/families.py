@@ -17,6 +17,11 @@ scale (``pipeline.features.check`` measures exactly that, on synthetic and real 
 
 The earlier 4 w / 8 w / 7 tau, counted in quote updates, left errors of up to 2 % of the scale
 (and several scales for RSI, autocorrelation and Hurst after a flat stretch) on real ticks.
+
+The depth families (stream ``depth``, last in the list) read the L2 book summary at each depth
+update and are computed per level count (``l2book.LEVELS``); their windows count depth updates and
+their warm-ups do too (``Warmup.depth``). The book itself needs no warm-up: every summary is of the
+whole book since the last snapshot (pipeline.features.l2book), which a daemon fetches on start.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.features.kernels import activity, book, flow, price, trend
+from pipeline.features.kernels import activity, book, depth, flow, price, trend
 
-Stream = Literal["quotes", "trades", "events"]
+Stream = Literal["quotes", "trades", "events", "depth"]
 Unit = Literal["tick", "time", "level"]
 
 # Family ids, as the compiled dispatcher (pipeline.features.step) switches on them.
@@ -39,7 +44,9 @@ Unit = Literal["tick", "time", "level"]
     EMASLOPE_TICK, EMACROSS_TICK, SMASLOPE_TICK, SMACROSS_TICK, MOMSTR_TICK, HURST_TICK,
     EFFRATIO_TICK, TREND_TICK, SPREADREL_L1, SPREAD_TICK, MICRODEV_L1, BOOKIMB_L1, BOOKIMB_TICK,
     TRADERATE_TIME, QUOTERATE_TIME, IAT_TICK, SINCELARGE,
-) = range(40)
+    DEPTHIMB, DEPTHIMB_TICK, DEPTHMICRO, DEPTHSLOPE, DEPTHCONC, DEPTHFLOW_TICK,
+) = range(46)
+FIRST_DEPTH = DEPTHIMB  # families from here on run on depth updates only (pipeline.features.step)
 
 
 EW_SPANS = 6.0  # warm-up of an EW average, in spans: exp(-2 x 6)
@@ -57,27 +64,33 @@ VOLUME_TIME_CONSTANTS = TIME_CONSTANTS + 8.0
 @dataclass(frozen=True)
 class Warmup:
     """How much history an indicator needs: all of these must have been seen, and then
-    ``after_events`` more events (a transform's own warm-up, which starts once its input is warm).
-    The counters are those of ``pipeline.features.engine.PROGRESS``."""
+    ``after_events`` more events and ``after_depth`` more depth updates (a transform's own warm-up,
+    which starts once its input is warm: counted in events, or for a depth feature, whose transform
+    runs on depth updates, in depth updates). The counters are those of
+    ``pipeline.features.engine.PROGRESS``."""
 
     quotes: int = 0
     trades: int = 0
     events: int = 0
     seconds: float = 0.0
     moves: int = 0  # quote updates that moved the mid
+    depth: int = 0  # depth updates with a valid book
     after_events: int = 0
+    after_depth: int = 0
 
     def __add__(self, other: Warmup) -> Warmup:
         return Warmup(
             self.quotes + other.quotes, self.trades + other.trades,
             self.events + other.events, self.seconds + other.seconds,
-            self.moves + other.moves, self.after_events + other.after_events,
+            self.moves + other.moves, self.depth + other.depth,
+            self.after_events + other.after_events, self.after_depth + other.after_depth,
         )
 
     def scaled(self, factor: float) -> Warmup:
         return Warmup(
             math.ceil(self.quotes * factor), math.ceil(self.trades * factor), math.ceil(self.events * factor),
-            self.seconds * factor, math.ceil(self.moves * factor), math.ceil(self.after_events * factor),
+            self.seconds * factor, math.ceil(self.moves * factor), math.ceil(self.depth * factor),
+            math.ceil(self.after_events * factor), math.ceil(self.after_depth * factor),
         )
 
 
@@ -91,6 +104,11 @@ class Family:
     state_size: Callable[[int], int]
     warmup: Callable[[float], Warmup]
     description: str
+
+    @property
+    def is_depth(self) -> bool:
+        """Runs on depth updates only, and is computed for each level count of ``l2book.LEVELS``."""
+        return self.stream == "depth"
 
 
 def _ew(stream: Stream, factor: float = EW_SPANS) -> Callable[[float], Warmup]:
@@ -114,6 +132,14 @@ def _ew_moves(factor: float = EW_SPANS) -> Callable[[float], Warmup]:
     return warmup
 
 
+def _ew_depth(factor: float = EW_SPANS) -> Callable[[float], Warmup]:
+    return lambda w: Warmup(depth=int(factor * w) + 2)
+
+
+def _first_depth(w: float) -> Warmup:
+    return Warmup(depth=1)
+
+
 def _ring(w: float) -> Warmup:
     return Warmup(quotes=int(w) + 2)
 
@@ -133,6 +159,10 @@ def _doc(kernel: Callable) -> str:
 
 def _family(fid, name, kernel, stream, unit, size, warmup) -> Family:
     return Family(fid, name, kernel, stream, unit, size, warmup, _doc(kernel.py_func))
+
+
+def _depth_family(fid, name, kernel, unit, size, warmup) -> Family:
+    return _family(fid, name, kernel, "depth", unit, size, warmup)
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -184,7 +214,16 @@ FAMILIES: tuple[Family, ...] = (
     _family(IAT_TICK, "iat_tick", activity.iat_tick, "trades", "tick", _const(2), _ew("trades")),
     _family(SINCELARGE, "sincelarge", activity.sincelarge, "trades", "level", _const(4),
             lambda w: Warmup(trades=int(EW_SPANS * activity.LARGE_TRADE_SPAN * max(1.0, w / 3.0)))),
+    _depth_family(DEPTHIMB, "depthimb", depth.depthimb, "level", _const(0), _first_depth),
+    _depth_family(DEPTHIMB_TICK, "depthimb_tick", depth.depthimb_tick, "tick", _const(2), _ew_depth()),
+    _depth_family(DEPTHMICRO, "depthmicro", depth.depthmicro, "level", _const(0), _first_depth),
+    _depth_family(DEPTHSLOPE, "depthslope", depth.depthslope, "level", _const(0), _first_depth),
+    _depth_family(DEPTHCONC, "depthconc", depth.depthconc, "level", _const(0), _first_depth),
+    # Size added or pulled is heavy-tailed like trade size (a 100 BTC order against a median of 1).
+    _depth_family(DEPTHFLOW_TICK, "depthflow_tick", depth.depthflow_tick, "tick", _const(4),
+                  _ew_depth(VOLUME_SPANS)),
 )
 
 assert [f.id for f in FAMILIES] == list(range(len(FAMILIES))), "family ids must match their order"
+assert all(f.is_depth == (f.id >= FIRST_DEPTH) for f in FAMILIES), "depth families come last"
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}

@@ -3,7 +3,9 @@
 Method (``mutual_information_target_walk_forward``):
 
 1. Only candidates whose declared warm-up fits the budget (``warmup_budget``) compete: one that needs
-   hours of history would cost most rows of every dataset and every restart of the daemon.
+   hours of history would cost most rows of every dataset and every restart of the daemon. Nor do
+   the depth features where the data has no L2 book (pipeline.features.dataset leaves them out),
+   nor a candidate with a non-finite value in any row: NaN never reaches a model.
 2. The rows are cut into ``folds + 1`` time blocks: the purged walk-forward split of training
    (pipeline.training.splits). Fold k trains on the blocks before block k + 1, purged (a row's
    label must end before the block) and embargoed by the longest label span. The last block is
@@ -52,12 +54,15 @@ def fits_budget(spec: FeatureSpec, budget: WarmupBudgetConfig) -> bool:
     return (
         w.quotes <= budget.quotes and w.trades <= budget.trades and w.moves <= budget.moves
         and w.seconds <= budget.seconds and w.events + w.after_events <= budget.events
+        and w.depth + w.after_depth <= budget.depth
     )
 
 
-def eligible_candidates(budget: WarmupBudgetConfig) -> list[str]:
-    """Every candidate whose declared warm-up fits the budget, in catalog order."""
-    return [name for name, spec in catalog().items() if fits_budget(spec, budget)]
+def eligible_candidates(budget: WarmupBudgetConfig, depth: bool = True) -> list[str]:
+    """Every candidate whose declared warm-up fits the budget, in catalog order; without the
+    depth features when ``depth`` is False (data without an L2 book: they would never warm)."""
+    return [name for name, spec in catalog().items()
+            if fits_budget(spec, budget) and (depth or not spec.family.is_depth)]
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,11 @@ def select(
     y = (frame[LABEL].to_numpy() == 1).astype(np.int64)  # the target pipeline.training fits
     # float32 halves the memory and the sorting time; quantile bins need no more precision.
     values = frame[names].to_numpy(np.float32)
+    finite = np.isfinite(values).all(axis=0)
+    if not finite.all():  # rows are warm, so this is a guard: a model must never see NaN
+        names, values = [n for n, ok in zip(names, finite) if ok], values[:, finite]
+        if not names:
+            raise SelectionError("every candidate has non-finite values in the dataset")
     scores = np.empty((len(names), len(folds)))
     for k, rows in enumerate(folds):
         rows = _subsample(rows, config.max_rows, config.seed, k)

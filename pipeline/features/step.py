@@ -3,20 +3,24 @@
 Online (``FeatureEngine.update``) and offline (``run_batch``) both call ``step``, so a feature has
 one definition and the two paths cannot drift apart. A program is two arrays built by
 ``pipeline.features.catalog.compile_program``: per feature its family id, transform id, state
-offsets (int64 [k, 4]) and its window, transform span and the untransformed indicator's warm-up
-(quotes, trades, events, seconds, moves) (float64 [k, 7]).
+offsets (int64 [k, 4]) and its window, transform span, the untransformed indicator's warm-up
+(quotes, trades, events, seconds, moves, depth) and book levels (float64 [k, 9]).
+
+A quote or trade runs every feature but the depth ones; a depth update runs the depth ones only
+(their family ids start at ``families.FIRST_DEPTH``), with its book summary in ``depth``.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import njit
 
 from pipeline.features import families as f
 from pipeline.features import core as c
-from pipeline.features.core import update_core
-from pipeline.features.kernels import activity, book, flow, price, trend
+from pipeline.features.core import KIND_DEPTH, update_core, update_depth
+from pipeline.features.kernels import activity, book, depth, flow, price, trend
 from pipeline.features.kernels.ew import alpha, ew_mean_var_update, ew_update, zscore
 
 RAW, ZSCORE, DEVIATION = 0, 1, 2
@@ -108,6 +112,23 @@ def base_value(fid, state, off, w, core):  # noqa: C901 (a flat switch is the po
 
 
 @njit(cache=True, inline="always")
+def depth_value(fid, state, off, w, levels, core):
+    if fid == f.DEPTHIMB:
+        return depth.depthimb(state, off, w, levels, core)
+    if fid == f.DEPTHIMB_TICK:
+        return depth.depthimb_tick(state, off, w, levels, core)
+    if fid == f.DEPTHMICRO:
+        return depth.depthmicro(state, off, w, levels, core)
+    if fid == f.DEPTHSLOPE:
+        return depth.depthslope(state, off, w, levels, core)
+    if fid == f.DEPTHCONC:
+        return depth.depthconc(state, off, w, levels, core)
+    if fid == f.DEPTHFLOW_TICK:
+        return depth.depthflow_tick(state, off, w, levels, core)
+    return math.nan
+
+
+@njit(cache=True, inline="always")
 def transform(tid, state, off, span, v):
     """RAW: v. ZSCORE: (v - EW mean) / EW std over ``span`` events. DEVIATION: v - EW mean.
     Fed from the moment its input is warm (NaN before): a z-score's variance would otherwise keep
@@ -128,13 +149,25 @@ TRANSFORM_STATE = {RAW: 0, ZSCORE: 4, DEVIATION: 2}
 
 
 @njit(cache=True)
-def step(iprog, fprog, state, core, clock, ts_ns, kind, price_, qty, side, bid, bid_qty, ask, ask_qty, out):
-    """Fold one event into every indicator of the program; ``out`` keeps the previous values when
-    the event is invalid (returns False)."""
-    if not update_core(core, clock, ts_ns, kind, price_, qty, side, bid, bid_qty, ask, ask_qty):
+def step(iprog, fprog, state, core, clock, ts_ns, kind, price_, qty, side, bid, bid_qty, ask, ask_qty, depth_,
+         out):
+    """Fold one event into every indicator of the program that runs on it; ``out`` keeps the
+    previous values when the event is invalid (returns False) and for the features it does not run.
+    ``depth_`` is a depth update's book summary (ignored on other events)."""
+    is_depth = kind == KIND_DEPTH
+    if is_depth:
+        if not update_depth(core, depth_):
+            return False
+    elif not update_core(core, clock, ts_ns, kind, price_, qty, side, bid, bid_qty, ask, ask_qty):
         return False
     for k in range(iprog.shape[0]):
-        v = base_value(iprog[k, 0], state, iprog[k, 2], fprog[k, 0], core)
+        fid = iprog[k, 0]
+        if (fid >= f.FIRST_DEPTH) != is_depth:
+            continue
+        if is_depth:
+            v = depth_value(fid, state, iprog[k, 2], fprog[k, 0], fprog[k, 8], core)
+        else:
+            v = base_value(fid, state, iprog[k, 2], fprog[k, 0], core)
         if iprog[k, 1] != RAW and not _base_warm(fprog, k, core):
             v = math.nan  # a transform must not remember its input's start-up values
         out[k] = transform(iprog[k, 1], state, iprog[k, 3], fprog[k, 1], v)
@@ -143,22 +176,26 @@ def step(iprog, fprog, state, core, clock, ts_ns, kind, price_, qty, side, bid, 
 
 @njit(cache=True, inline="always")
 def _base_warm(fprog, k, core):
-    """The untransformed indicator of feature k has seen its declared warm-up (fprog[k, 2:7])."""
+    """The untransformed indicator of feature k has seen its declared warm-up (fprog[k, 2:8])."""
     return (core[c.N_QUOTES] >= fprog[k, 2] and core[c.N_TRADES] >= fprog[k, 3]
-            and core[c.N_EVENTS] >= fprog[k, 4] and core[c.T] >= fprog[k, 5] and core[c.N_MOVES] >= fprog[k, 6])
+            and core[c.N_EVENTS] >= fprog[k, 4] and core[c.T] >= fprog[k, 5] and core[c.N_MOVES] >= fprog[k, 6]
+            and core[c.N_DEPTH] >= fprog[k, 7])
 
 
 @njit(cache=True)
 def run_batch(iprog, fprog, state, core, clock, values, ts_ns, kind, price_, qty, side, bid, bid_qty, ask,
-              ask_qty, emit, out, progress):
+              ask_qty, depth_row, depth_, emit, out, progress):
     """Run ``step`` over arrays of events; copy the values after event ``emit[j]`` into ``out[j]``
-    and the warm-up counters (quotes, trades, events, seconds, moves) into ``progress[j]``.
+    and the warm-up counters (quotes, trades, events, seconds, moves, depth) into ``progress[j]``.
+    A depth event's book summary is ``depth_[depth_row[i]]`` (no summary where the row is < 0).
     ``emit`` must be sorted. ``values`` (the latest outputs) carries over between calls, like the
     state, so a long stream can be run in chunks."""
+    none = np.empty(0)
     j = 0
     for i in range(ts_ns.shape[0]):
+        summary = depth_[depth_row[i]] if depth_row[i] >= 0 else none
         step(iprog, fprog, state, core, clock, ts_ns[i], kind[i], price_[i], qty[i], side[i],
-             bid[i], bid_qty[i], ask[i], ask_qty[i], values)
+             bid[i], bid_qty[i], ask[i], ask_qty[i], summary, values)
         while j < emit.shape[0] and emit[j] == i:
             out[j, :] = values
             progress[j, 0] = core[c.N_QUOTES]
@@ -166,5 +203,6 @@ def run_batch(iprog, fprog, state, core, clock, values, ts_ns, kind, price_, qty
             progress[j, 2] = core[c.N_EVENTS]
             progress[j, 3] = core[c.T]
             progress[j, 4] = core[c.N_MOVES]
+            progress[j, 5] = core[c.N_DEPTH]
             j += 1
     return j

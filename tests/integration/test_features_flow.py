@@ -47,7 +47,7 @@ def test_features_flow_builds_each_day_then_selects_and_a_second_run_reuses_ever
     partitions = report["partitions"]
     assert [(p["date"], p["reused"]) for p in partitions] == [("2024-01-01", False), ("2024-01-02", False)]
     assert all(p["rows"] > 0 and set(p["label_counts"]) == {"-1", "0", "1"} for p in partitions)
-    candidates = eligible_candidates(AppConfig().features.warmup_budget)
+    candidates = eligible_candidates(AppConfig().features.warmup_budget, depth=False)  # the simulator has no depth
     files = sorted((home / "features" / "datasets").rglob("*.parquet"))
     assert len(files) == 2
     assert pq.read_schema(files[0]).names == ["ts_ns", *candidates, "label", "fwd_return", "exit_ts_ns", "warm"]

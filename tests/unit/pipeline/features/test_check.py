@@ -35,7 +35,10 @@ def test_the_shipped_features_pass(events):
     report = check_features(events, quick_names(), seed=3)
     assert report.ok, report.summary()
     assert report.exit_code == 0
-    assert set(report.unverified) <= {"volspike_tick_20", "sincelarge_x3"}  # need 3,000+ trades; 3,300 here
+    # volspike and sincelarge need 3,000+ trades (3,300 here); the simulator has no depth.
+    no_depth = {n for n in quick_names() if n.startswith("depth")}
+    assert set(report.unverified) <= {"volspike_tick_20", "sincelarge_x3"} | no_depth
+    assert no_depth <= set(report.unverified)
     assert max(report.worst_warmup_error.values()) <= WARMUP_RTOL
     json.dumps(report.to_dict())  # the CLI prints it
     assert report.summary().endswith("OK")

@@ -16,7 +16,7 @@ from pipeline.data.schemas import Kind
 from pipeline.data.sources.synthetic import SyntheticSource
 from pipeline.features.catalog import catalog, compile_program
 from pipeline.features.check import quick_names, synthetic_events
-from pipeline.features.core import KIND_QUOTE, KIND_TRADE, T, new_core
+from pipeline.features.core import KIND_DEPTH, KIND_QUOTE, KIND_TRADE, T, new_core
 from pipeline.features.engine import FeatureEngine, extract, run_program, warm_mask
 from pipeline.features.events import EventArrays, events_from_batches
 from pipeline.features.step import step
@@ -96,9 +96,11 @@ def test_step_reports_an_ignored_event_and_an_unknown_kind_is_one():
     program = compile_program(("rv_tick_5",))
     state, (core, clock), out = program.new_state(), new_core(), np.full(1, NAN)
     args = (program.iprog, program.fprog, state, core, clock)
-    assert step(*args, 1, KIND_QUOTE, NAN, NAN, 0.0, 100.0, 1.0, 101.0, 1.0, out)
-    assert not step(*args, 2, KIND_QUOTE, NAN, NAN, 0.0, 101.0, 1.0, 100.0, 1.0, out)  # crossed
-    assert not step(*args, 3, 7, 100.0, 1.0, 1.0, 100.0, 1.0, 101.0, 1.0, out)  # neither quote nor trade
+    none = np.empty(0)
+    assert step(*args, 1, KIND_QUOTE, NAN, NAN, 0.0, 100.0, 1.0, 101.0, 1.0, none, out)
+    assert not step(*args, 2, KIND_QUOTE, NAN, NAN, 0.0, 101.0, 1.0, 100.0, 1.0, none, out)  # crossed
+    assert not step(*args, 3, 7, 100.0, 1.0, 1.0, 100.0, 1.0, 101.0, 1.0, none, out)  # not a known kind
+    assert not step(*args, 4, KIND_DEPTH, NAN, NAN, 0.0, NAN, NAN, NAN, NAN, none, out)  # depth without a book
 
 
 def test_bad_ticks_in_a_batch_repeat_the_previous_values(warm_stream):

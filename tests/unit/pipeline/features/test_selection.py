@@ -105,8 +105,19 @@ def test_eligible_candidates_fit_the_budget_and_a_huge_budget_admits_all():
     eligible = eligible_candidates(BUDGET)
     assert 500 < len(eligible) < len(catalog())
     assert all(fits_budget(catalog()[n], BUDGET) for n in eligible)
-    huge = WarmupBudgetConfig(quotes=10**9, trades=10**9, events=10**9, seconds=1e9, moves=10**9)
+    huge = WarmupBudgetConfig(quotes=10**9, trades=10**9, events=10**9, seconds=1e9, moves=10**9, depth=10**9)
     assert eligible_candidates(huge) == list(catalog())
+    without_depth = eligible_candidates(huge, depth=False)
+    assert without_depth == [n for n, spec in catalog().items() if not spec.family.is_depth]
+    assert len(without_depth) == 1284 and len(catalog()) == 1476
+
+
+def test_a_candidate_with_nan_in_any_row_never_competes():
+    frame = made_up_rows()
+    frame.loc[frame.index[::50], INFORMATIVE] = np.nan  # e.g. a depth feature on days without depth
+    selection = select(frame, CANDIDATES, SelectionConfig(count=3, folds=2), BUDGET)
+    assert INFORMATIVE not in selection.names and INFORMATIVE not in set(selection.ranking["name"])
+    assert selection.params["candidates"] == len(CANDIDATES) - 1
 
 
 def test_binned_mutual_information():
@@ -166,7 +177,7 @@ def test_selection_of_25_from_all_candidates_on_50k_rows_is_fast():
     frame["ts_ns"] = np.arange(n, dtype=np.int64) * SECOND
     frame["exit_ts_ns"] = frame["ts_ns"] + 60 * SECOND
     frame["label"] = np.where(signal > 0.6, 1, np.where(signal < -0.6, -1, 0)).astype(np.int8)
-    huge = WarmupBudgetConfig(quotes=10**9, trades=10**9, events=10**9, seconds=1e9, moves=10**9)
+    huge = WarmupBudgetConfig(quotes=10**9, trades=10**9, events=10**9, seconds=1e9, moves=10**9, depth=10**9)
     started = time.perf_counter()
     selection = select(frame, names, SelectionConfig(), huge)
     elapsed = time.perf_counter() - started
