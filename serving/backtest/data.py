@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.data.schemas import Kind
 from pipeline.data.store import TickStore
@@ -20,6 +21,7 @@ from pipeline.errors import AutoscalpError
 from pipeline.features.events import EventArrays, merge_events
 
 _NS = 1_000_000_000
+_NS_PER_DAY = 86_400 * _NS
 
 
 class NoReplayDataError(AutoscalpError):
@@ -52,19 +54,38 @@ def store_range(store: TickStore, exchange: str, symbol: str) -> tuple[int, int]
 
 
 def load_replay(store: TickStore, exchange: str, symbol: str, start_ns: int, end_ns: int,
-                warmup_s: float) -> ReplayData:  # fmt: skip
-    """Events of ``[start_ns - warmup_s, end_ns)``; the window proper is ``[start_ns, end_ns)``."""
+                warmup_s: float, depth: bool = False) -> ReplayData:  # fmt: skip
+    """Events of ``[start_ns - warmup_s, end_ns)``; the window proper is ``[start_ns, end_ns)``.
+
+    With ``depth`` (the model reads depth features) the store's depth updates join the stream, the
+    book replayed from the latest snapshot before the read start (``merge_events``)."""
     if end_ns <= start_ns:
         raise NoReplayDataError(f"empty backtest window: end {end_ns} <= start {start_ns}")
     read_from = start_ns - int(warmup_s * _NS)
     trades = store.read(exchange, symbol, Kind.TRADES, read_from, end_ns)
     quotes = store.read(exchange, symbol, Kind.QUOTES, read_from, end_ns)
-    events = merge_events(trades, quotes)
+    if depth:
+        events = merge_events(trades, quotes, depth_rows(store, exchange, symbol, read_from, end_ns))
+        events = events.slice(int(np.searchsorted(events.ts_ns, read_from)))
+    else:
+        events = merge_events(trades, quotes)
     start = int(np.searchsorted(events.ts_ns, start_ns, side="left"))
     if start >= len(events):
         raise NoReplayDataError(f"the store has no ticks of {exchange} {symbol} between {start_ns} and {end_ns}")
     funding = store.read(exchange, symbol, Kind.FUNDING, start_ns, end_ns)
     return ReplayData(exchange, symbol, events, start, start_ns, end_ns, funding, events_fingerprint(events, start))
+
+
+def depth_rows(store: TickStore, exchange: str, symbol: str, read_from: int, end_ns: int) -> pa.Table:
+    """Depth rows from the latest snapshot at or before ``read_from`` (a book needs one) to ``end_ns``."""
+    for lookback_ns in (_NS_PER_DAY, None):  # the day before first: cheap; else all of it
+        since = None if lookback_ns is None else read_from - lookback_ns
+        rows = store.read(exchange, symbol, Kind.DEPTH, since, end_ns)
+        ts = rows.column("ts_ns").to_numpy()
+        snapshots = ts[rows.column("is_snapshot").to_numpy(zero_copy_only=False) & (ts <= read_from)]
+        if snapshots.size:
+            return rows.filter(pc.greater_equal(rows["ts_ns"], int(snapshots.max())))
+    return rows.filter(pc.greater_equal(rows["ts_ns"], read_from))  # no snapshot yet: the diffs wait for one
 
 
 def events_fingerprint(events: EventArrays, start: int) -> str:

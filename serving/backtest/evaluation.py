@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from pipeline.config import TrackingConfig
 from pipeline.data.store import TickStore
+from pipeline.features.dataset import uses_depth
 from pipeline.training import aliases, tracking
 from pipeline.training.registry import model_name
 from serving.backtest.config import BacktestConfig, PromotionGate, StrategyTuningConfig
@@ -63,7 +64,8 @@ def backtest_version(store: TickStore, symbol: str, ref: str | None, start_ns: i
         tracking.connect(configs.tracking)
         info = aliases.resolve(symbol, ref)
         ensemble = aliases.load_ensemble(info)
-    data = load_replay(store, exchange, symbol, start_ns, end_ns, configs.backtest.warmup_s)
+    depth = ensemble is not None and uses_depth(tuple(ensemble.feature_names))
+    data = load_replay(store, exchange, symbol, start_ns, end_ns, configs.backtest.warmup_s, depth)
     model = {"name": info.name, "version": info.version, "uri": info.uri} if info else None
     result = run_backtest(data, ensemble, stride_of(info, configs.default_stride), engine_for(info, configs.engine),
                           configs.venue, configs.backtest, model=model, baselines=baselines, progress=progress)  # fmt: skip
@@ -171,7 +173,8 @@ def tune_version(store: TickStore, symbol: str, ref: str, start_ns: int | None, 
             raise StrategyTuningError(f"{info.name} v{info.version} was fitted on the store's data up to its end: "
                                       "nothing unseen to tune on; ingest newer ticks or pass --from")  # fmt: skip
     ensemble = aliases.load_ensemble(info)
-    data = load_replay(store, exchange, symbol, start_ns, end_ns, configs.backtest.warmup_s)
+    depth = ensemble is not None and uses_depth(tuple(ensemble.feature_names))
+    data = load_replay(store, exchange, symbol, start_ns, end_ns, configs.backtest.warmup_s, depth)
     result = tune_strategies(data, ensemble, stride_of(info, configs.default_stride), engine_for(info, configs.engine),
                              configs.venue, configs.backtest, tuning_config, progress)  # fmt: skip
     return result, info
