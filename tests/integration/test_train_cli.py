@@ -40,6 +40,7 @@ features:
     events: 1500
     seconds: 20.0
     moves: 150
+    depth: 500
 training:
   walk_forward:
     min_train_rows: 100
