@@ -1,0 +1,195 @@
+"""The whole ensemble in one numba call per tick: the members' arrays packed into three buffers.
+
+Each array argument costs ~30 ns to unbox on every call, so the members' ~30 arrays are packed
+by dtype into three flat buffers (int32, float32, float64) with an int64 ``layout`` (one row per
+array: buffer, offset, shape) and a ``members`` table (kind, first layout row). Inside the call
+each array is a view of its buffer (no copy, no allocation) handed to the member's evaluator, so
+the ensemble runs the same code as the single-model evaluators. The probability is the weighted
+sum of the members' calibrated probabilities, in members' order (``Ensemble.predict_proba``).
+
+Per tick (live)::
+
+    compiled = CompiledEnsemble(load_compiled(path))      # or CompiledEnsemble(export_ensemble(e))
+    p_up = compiled.proba_tick(x_row)                      # pushes x_row into the LSTM's ring
+
+Batch (backtest): ``compiled.proba_batch(X)`` gives, bit for bit, what the per-tick path gives
+over X's rows from a fresh ring, which is what ``Ensemble.predict_proba(X)`` computes (the LSTM's
+first window is padded with X's first row); the trees run a block of rows per tree there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numba import njit
+
+from pipeline.models.compiled.evaluators import (
+    RING_ROWS,
+    forest_proba,
+    forest_proba_batch,
+    logistic_proba,
+    logistic_proba_batch,
+    lstm_proba_batch,
+    lstm_push,
+    lstm_window_proba,
+    new_lstm_ring,
+    xgb_proba,
+    xgb_proba_batch,
+)
+from pipeline.models.compiled.export import MEMBER_ARRAYS
+
+LOGISTIC, FOREST, XGB, LSTM = 0, 1, 2, 3
+KIND_CODES = {"logistic": LOGISTIC, "forest": FOREST, "xgb": XGB, "lstm": LSTM}
+BUFFERS = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+MAX_DIMS = 3
+
+
+@dataclass(frozen=True)
+class Pack:
+    members: np.ndarray  # int64 [M, 2]: kind code, first layout row
+    weights: np.ndarray  # float64 [M]
+    layout: np.ndarray  # int64 [arrays, 2 + MAX_DIMS]: buffer, offset, shape (1-padded)
+    i32: np.ndarray
+    f32: np.ndarray
+    f64: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.members, self.weights, self.layout, self.i32, self.f32, self.f64
+
+
+def pack(exported: Mapping[str, Any]) -> Pack:
+    """Pack ``export_ensemble``'s (or ``load_compiled``'s) arrays, members in the header's order."""
+    parts: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
+    sizes = [0, 0, 0]
+    members, weights, layout = [], [], []
+    for member in exported["header"]["members"]:
+        arrays = exported["arrays"][member["name"]]
+        members.append((KIND_CODES[member["kind"]], len(layout)))
+        weights.append(member["weight"])
+        for name in MEMBER_ARRAYS[member["kind"]]:  # the evaluator's argument order
+            array = arrays[name]
+            buffer = BUFFERS[array.dtype]
+            shape = list(array.shape) + [1] * (MAX_DIMS - array.ndim)
+            layout.append([buffer, sizes[buffer], *shape])
+            parts[buffer].append(array.ravel())
+            sizes[buffer] += array.size
+    buffers = [np.concatenate(parts[b]) if parts[b] else np.zeros(0) for b in range(3)]
+    return Pack(np.array(members, dtype=np.int64), np.array(weights, dtype=np.float64),
+                np.array(layout, dtype=np.int64), buffers[0].astype(np.int32), buffers[1].astype(np.float32),
+                buffers[2].astype(np.float64))
+
+
+@njit(cache=True, error_model="numpy")
+def _v1(buffer, layout, row):
+    start = layout[row, 1]
+    return buffer[start:start + layout[row, 2]]
+
+
+@njit(cache=True, error_model="numpy")
+def _v2(buffer, layout, row):
+    start, d0, d1 = layout[row, 1], layout[row, 2], layout[row, 3]
+    return buffer[start:start + d0 * d1].reshape((d0, d1))
+
+
+@njit(cache=True, error_model="numpy")
+def _v3(buffer, layout, row):
+    start, d0, d1, d2 = layout[row, 1], layout[row, 2], layout[row, 3], layout[row, 4]
+    return buffer[start:start + d0 * d1 * d2].reshape((d0, d1, d2))
+
+
+@njit(cache=True, error_model="numpy")
+def ensemble_proba(members, weights, layout, i32, f32, f64, x, ring, ring_state):
+    """P(up) of the ensemble for one row ``x`` (float64 [features]); pushes ``x`` into the LSTM ring."""
+    total = 0.0
+    for m in range(members.shape[0]):
+        kind, r = members[m, 0], members[m, 1]
+        if kind == LOGISTIC:
+            p = logistic_proba(_v1(f64, layout, r), _v1(f64, layout, r + 1), _v1(f64, layout, r + 2),
+                               _v1(f64, layout, r + 3), _v1(f64, layout, r + 4), x)
+        elif kind == FOREST:
+            p = forest_proba(_v2(i32, layout, r), _v1(f32, layout, r + 1), _v1(f64, layout, r + 2),
+                             _v1(i32, layout, r + 3), _v1(f64, layout, r + 4), x)
+        elif kind == XGB:
+            p = xgb_proba(_v2(i32, layout, r), _v1(f32, layout, r + 1), _v1(i32, layout, r + 2),
+                          _v1(f32, layout, r + 3), _v1(f64, layout, r + 4), x)
+        else:
+            b_ih = _v2(f32, layout, r + 5)
+            lstm_push(_v1(f64, layout, r), _v1(f64, layout, r + 1), _v2(f32, layout, r + 2), b_ih[0],
+                      ring, ring_state, x)
+            p = lstm_window_proba(_v3(f32, layout, r + 3), _v3(f32, layout, r + 4), b_ih, _v2(f32, layout, r + 6),
+                                  _v1(f32, layout, r + 7), _v1(f32, layout, r + 8), _v1(f64, layout, r + 9),
+                                  ring, ring_state)
+        total += weights[m] * p
+    return total
+
+
+def member_proba_batch(kind: str, arrays: Mapping[str, np.ndarray], X: np.ndarray) -> np.ndarray:
+    """One member's calibrated probabilities over X's rows (``model.predict_proba(X)``)."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    a = [arrays[name] for name in MEMBER_ARRAYS[kind]]
+    if kind == "logistic":
+        return logistic_proba_batch(*a, X)
+    if kind == "forest":
+        return forest_proba_batch(*a, X)
+    if kind == "xgb":
+        return xgb_proba_batch(*a, X)
+    return lstm_proba_batch(*a[:-1], int(arrays["window"][0]), X)
+
+
+class CompiledEnsemble:
+    """An exported ensemble ready to evaluate: per tick (``proba_tick``) or over a matrix (``proba_batch``)."""
+
+    def __init__(self, exported: Mapping[str, Any]) -> None:
+        self.header = exported["header"]
+        self.arrays = exported["arrays"]
+        self.pack = pack(exported)
+        self.n_features = self.header["n_features"]
+        lstm = [m["name"] for m in self.header["members"] if m["kind"] == "lstm"]
+        self._ring_shape = (0, 1, 1)
+        if lstm:
+            arrays = self.arrays[lstm[0]]
+            self._ring_shape = (int(arrays["window"][0]), arrays["w_hh"].shape[1], arrays["w_hh"].shape[0])
+        self.reset()
+        example = (*self.pack.arrays(), np.zeros(self.n_features), self.ring, self.ring_state)
+        self._tick = _bound(ensemble_proba, example)
+
+    def reset(self) -> None:
+        """Forget the LSTM's window: the next row starts a new stream (and is repeated as its padding)."""
+        self.ring, self.ring_state = new_lstm_ring(*self._ring_shape)
+
+    @property
+    def rows_seen(self) -> int:
+        return int(self.ring_state[RING_ROWS])
+
+    def proba_tick(self, x: np.ndarray) -> float:
+        """P(up) for the newest row ``x`` (float64, C-contiguous, ``n_features`` long): one compiled call."""
+        return self._tick(*self.pack.arrays(), x, self.ring, self.ring_state)
+
+    def proba_batch(self, X: np.ndarray) -> np.ndarray:
+        """P(up) for each row of X in time order, the LSTM from a fresh ring (``Ensemble.predict_proba``).
+        Each value is bit for bit what ``proba_tick`` gives for that row: the members' batch
+        evaluators compute each row as their one-row ones do, and the weighted sum below runs in
+        the same order with the same operations as ``ensemble_proba``'s."""
+        probas = self.member_proba_batch(X)
+        total = np.zeros(len(probas))
+        for m, weight in enumerate(self.pack.weights):
+            total += weight * probas[:, m]
+        return total
+
+    def member_proba_batch(self, X: np.ndarray) -> np.ndarray:
+        """``[rows, members]`` calibrated probabilities (``Ensemble.member_probas``)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"X must be [rows, {self.n_features}], got shape {X.shape}")
+        return np.column_stack([member_proba_batch(m["kind"], self.arrays[m["name"]], X)
+                                for m in self.header["members"]])
+
+
+def _bound(dispatcher, example_args: tuple) -> Any:
+    """The compiled entry point for these argument types, called without the dispatcher's per-call
+    type resolution (as pipeline.features.engine binds ``step``)."""
+    return dispatcher.compile(tuple(numba.typeof(a) for a in example_args))
