@@ -59,7 +59,7 @@ def backtest_command(
     config: ConfigOption = None,
     symbol: SymbolOption = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="champion, challenger, latest, a version number or a models:/ URI; omit for the no-model strategies.")] = None,
-    start: Annotated[Optional[str], typer.Option("--from", help="Window start (ISO-8601 or ns; default: first stored tick).")] = None,
+    start: Annotated[Optional[str], typer.Option("--from", help="Window start (ISO-8601 or ns; default: after the model's fit, else the first stored tick).")] = None,
     end: Annotated[Optional[str], typer.Option("--to", help="Window end, exclusive (default: after the last stored tick).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="Write the HTML report here.")] = None,
     exchange: ExchangeOption = None,
@@ -95,17 +95,23 @@ def print_backtest(out: dict) -> None:
     rows = {"model": out["summary"], **out["baselines"]}
     keys = ("net_pnl_usdt", "return_pct", "sharpe", "max_drawdown_pct", "trades", "win_rate", "profit_factor",
             "fees_paid_usdt", "funding_net_usdt", "liquidations")  # fmt: skip
-    table = Table("run", *keys, title=f"{out['provenance']['symbol']}: {out['provenance']['events']:,} events")
+    p = out["provenance"]
+    window = f"{_iso(p['start_ns'])} -> {_iso(p['end_ns'])}"
+    model = f"v{p['model']['version']}" if p["model"].get("version") else "no model"
+    table = Table("run", *keys, title=f"{p['symbol']} {model}: {p['events']:,} events, {window}")
     for name, s in rows.items():
         table.add_row(name, *(_fmt(s.get(k)) for k in keys))
     stdout.print(table)
-    p = out["provenance"]
     stdout.print(f"trade-list hash {p['trade_list_hash']}; data {p['data_fingerprint'][:16]}; config "
                  f"{p['config_hash'][:16]}; code {p['code_version']}; {out['seconds']['total_s']:.1f} s")
     if out.get("report"):
         stdout.print(f"report: {out['report']}")
     if out.get("mlflow_run_id"):
         stdout.print(f"MLflow run {out['mlflow_run_id']}")
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _fmt(value) -> str:  # noqa: ANN001

@@ -72,6 +72,10 @@ def print_summary(result: dict) -> None:
     if registered:
         stdout.print(f"registered {registered['name']} version {registered['version']} "
                      f"(alias {registered['alias']}: {registered['uri']})")
+    promotion = result.get("promotion")
+    if promotion:
+        verdict = "promoted to champion" if promotion["promote"] else "not promoted"
+        stdout.print(f"promotion gate: {verdict}" + "".join(f"\n  - {r}" for r in promotion["reasons"]))
     stdout.print(f"MLflow run {result['run_id']} at {result['tracking_uri']}; cycle "
                  f"{result['timings'].get('cycle_s', 0):.0f} s, features {result['timings'].get('features_s', 0):.0f} s")
 

@@ -54,16 +54,21 @@ def stride_of(info: aliases.VersionInfo | None, default: int) -> int:
 def backtest_version(store: TickStore, symbol: str, ref: str | None, start_ns: int | None, end_ns: int | None,
                      configs: Configs, exchange: str | None = None, baselines: bool = True,
                      progress: Callable[[int, int], None] | None = None) -> tuple[BacktestResult, ReplayData]:  # fmt: skip
-    """Backtest ``ref`` (an alias, a version, a models:/ URI; None = no model) on [start, end)."""
+    """Backtest ``ref`` (an alias, a version, a models:/ URI; None = no model) on [start, end).
+
+    Without ``start_ns`` a version is backtested from just after its fit (``autoscalp.fit_end_ns``),
+    when the store holds data after it; otherwise from the first stored tick."""
     exchange = exchange or exchange_of(store, symbol)
     first, last = store_range(store, exchange, symbol)
-    start_ns = first if start_ns is None else start_ns
     end_ns = last + 1 if end_ns is None else end_ns
     ensemble, info = None, None
     if ref is not None:
         tracking.connect(configs.tracking)
         info = aliases.resolve(symbol, ref)
         ensemble = aliases.load_ensemble(info)
+    if start_ns is None:  # by default only what the model never saw: in-sample PnL flatters
+        fit_end = info.tag_int("autoscalp.fit_end_ns") if info else None
+        start_ns = first if fit_end is None or fit_end + 1 >= end_ns else max(first, fit_end + 1)
     depth = ensemble is not None and uses_depth(tuple(ensemble.feature_names))
     data = load_replay(store, exchange, symbol, start_ns, end_ns, configs.backtest.warmup_s, depth)
     model = {"name": info.name, "version": info.version, "uri": info.uri} if info else None
