@@ -75,10 +75,7 @@ class ReplayLoop:
         bid, bid_qty = events.bid[start:].tolist(), events.bid_qty[start:].tolist()
         ask, ask_qty = events.ask[start:].tolist(), events.ask_qty[start:].tolist()
         row = int(np.searchsorted(signals.quote_index, start))
-        features, chunks = signals.features, signals.chunks()
-        chunk_lo, chunk_hi, p_up, ok = next(chunks)
-        while row >= chunk_hi and chunk_hi < len(signals.ok):
-            chunk_lo, chunk_hi, p_up, ok = next(chunks)
+        features, p_up, ok = signals.features, signals.p_up.tolist(), signals.ok.tolist()
         funding = self._funding_schedule()
         next_funding = funding[0][0] if funding else math.inf
         symbol, nan, quote_kind, trade_kind = self.symbol, math.nan, KIND_QUOTE, KIND_TRADE
@@ -104,10 +101,7 @@ class ReplayLoop:
                 fills = venue_quote(quote)
                 if fills:
                     deliver(fills, t)
-                if row >= chunk_hi:  # the next block of probabilities (computed in the background)
-                    chunk_lo, chunk_hi, p_up, ok = next(chunks)
-                at = row - chunk_lo
-                record = on_tick(quote, features[row], p_up[at], nan, ok[at])
+                record = on_tick(quote, features[row], p_up[row], nan, ok[row])
                 row += 1
             elif kind == trade_kind:
                 trade = Trade(symbol, t, price[i], qty[i], int(side[i]))

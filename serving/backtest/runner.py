@@ -113,15 +113,12 @@ def to_ledger(out: LoopOutput, equity: float, start_ns: int, end_ns: int) -> Led
 
 def run_backtest(data: ReplayData, ensemble: Any | None, stride: int, engine_config: EngineConfig,
                  venue_config: VenueConfig, config: BacktestConfig, model: dict | None = None,
-                 baselines: bool = True, progress: Callable[[int, int], None] | None = None,
-                 pipelined: bool = True) -> BacktestResult:  # fmt: skip
+                 baselines: bool = True, progress: Callable[[int, int], None] | None = None) -> BacktestResult:  # fmt: skip
     """The model's run (or the no-model run when ``ensemble`` is None) and the baselines.
 
-    ``model`` describes the version for the provenance (name, version, uri). ``pipelined``: model
-    inference runs in a thread beside the replay loop (the same numbers, sooner on two cores)."""
+    ``model`` describes the version for the provenance (name, version, uri)."""
     t0 = time.perf_counter()
-    signals = compute_signals(data.events, tuple(engine_config.features.model_dump().values()), ensemble, stride,
-                              pipelined=pipelined, from_event=data.start)  # fmt: skip
+    signals = compute_signals(data.events, tuple(engine_config.features.model_dump().values()), ensemble, stride)
     t1 = time.perf_counter()
     if ensemble is not None:
         main = replay(data, signals, engine_config, venue_config, config, "model", progress)

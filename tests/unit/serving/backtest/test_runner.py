@@ -64,10 +64,3 @@ def test_without_a_model_the_main_run_is_the_no_model_run(replay):
     run = run_backtest(replay, None, STRIDE, EngineConfig(), VenueConfig(), CONFIG, baselines=False)
     assert run.main.name == NO_MODEL and run.provenance["model"]["uri"] is None
     assert np.isfinite(run.main.summary["net_pnl_usdt"])
-
-
-def test_pipelined_inference_gives_the_same_trades(replay, ensemble, result):
-    serial = run_backtest(replay, ensemble, STRIDE, EngineConfig(), VenueConfig(), CONFIG, baselines=False,
-                          pipelined=False)  # fmt: skip
-    assert serial.main.summary["trade_list_hash"] == result.main.summary["trade_list_hash"]
-    assert serial.main.counts == result.main.counts

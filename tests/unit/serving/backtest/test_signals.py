@@ -42,36 +42,3 @@ def test_each_phase_is_its_own_sequence(ensemble, replay):
     # Read as one sequence of consecutive quotes, the LSTM would see other windows.
     assert np.abs(by_phase - ensemble.predict_proba(X)).max() > 1e-6
     assert np.allclose(by_phase[3::STRIDE], ensemble.predict_proba(X[3::STRIDE]), rtol=0, atol=0)
-
-
-def test_pipelined_chunks_equal_one_batch(replay, ensemble):
-    from serving.backtest.signals import Pipelined
-
-    whole = compute_signals(replay.events, ROLES, ensemble, STRIDE)
-    first = int(np.argmax(whole.ok))
-    columns = [whole.names.index(n) for n in MODEL_FEATURES]
-    X = np.ascontiguousarray(whole.features[first:, columns])
-    warm = np.isfinite(whole.features).all(axis=1)
-    from_row = first + 567  # rows before it are skipped (never read by the loop)
-    p_up, ok = np.full(len(warm), np.nan), np.zeros_like(warm)
-    pending = Pipelined(ensemble, X, warm, first, STRIDE, from_row, chunk_rows=397).start(p_up, ok)
-    chunks = list(pending.chunks(p_up, ok))
-    assert len(chunks) > 5 and chunks[0][0] == 0 and chunks[-1][1] == len(warm)
-    assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
-    lo = chunks[1][0]
-    assert lo <= from_row and np.isnan(p_up[:lo]).all()
-    assert np.abs(p_up[lo:] - whole.p_up[lo:]).max() <= 1e-12
-    assert np.array_equal(ok[lo:], whole.ok[lo:])
-    assert np.array_equal(np.concatenate([c[2] for c in chunks])[lo:], p_up[lo:])
-
-
-def test_a_failure_in_the_inference_thread_reaches_the_loop(replay, ensemble, monkeypatch):
-    import pytest
-
-    def broken(X):
-        raise RuntimeError("model exploded")
-
-    monkeypatch.setattr(ensemble, "predict_proba", broken)
-    s = compute_signals(replay.events, ROLES, ensemble, STRIDE, pipelined=True)
-    with pytest.raises(RuntimeError, match="model exploded"):
-        list(s.chunks())
