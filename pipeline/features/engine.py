@@ -15,6 +15,8 @@ snapshot was fetched); after a gap, a new snapshot.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -29,6 +31,7 @@ from pipeline.features.l2book import DepthUpdate, L2Book
 from pipeline.features.step import run_batch, step
 
 CHUNK_EVENTS = 200_000
+SPLIT_FROM, MAX_WORKERS = 64, 4  # programs this large run in parallel parts
 NAN = math.nan
 # The warm-up counters, as ``run_program`` reports them after each emitted event and a Warmup
 # declares them (plus its after_events and after_depth). Events are valid quotes and trades
@@ -129,9 +132,19 @@ def _bound_step(iprog, fprog, state, core, clock, values):
     return step.compile(arrays + scalars + (numba.typeof(_NO_SUMMARY), numba.typeof(values)))
 
 
-def run_program(program: Program, events: EventArrays, emit: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Values after each emitted event ([len(emit), k]) and the warm-up counters at each."""
+def run_program(program: Program, events: EventArrays, emit: np.ndarray | None = None,
+                workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Values after each emitted event ([len(emit), k]) and the warm-up counters at each.
+
+    A large program is split into ``workers`` interleaved parts run in threads (the compiled loop
+    releases the GIL); each part is the same definitions over the same events, so the values are
+    those of one program. Default: one part per core (at most 4) from 64 features up."""
     emit = np.arange(len(events), dtype=np.int64) if emit is None else np.asarray(emit, dtype=np.int64)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS) if len(program.names) >= SPLIT_FROM else 1
+    workers = min(workers, len(program.names))
+    if workers > 1:
+        return _run_split(program, events, emit, workers)
     out = np.full((len(emit), len(program.names)), np.nan)
     progress = np.zeros((len(emit), len(PROGRESS)))
     state = program.new_state()
@@ -143,6 +156,17 @@ def run_program(program: Program, events: EventArrays, emit: np.ndarray | None =
         run_batch(program.iprog, program.fprog, state, core, clock, values, *chunk.columns(), chunk.depth_row,
                   chunk.depth, emit[lo:hi] - start, out[lo:hi], progress[lo:hi])
     return out, progress
+
+
+def _run_split(program: Program, events: EventArrays, emit: np.ndarray, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    # Interleaved (every workers-th name), so that each part gets a share of every family's cost.
+    parts = [compile_program(program.names[i::workers]) for i in range(workers)]
+    with ThreadPoolExecutor(workers, thread_name_prefix="features") as pool:
+        results = list(pool.map(lambda part: run_program(part, events, emit, workers=1), parts))
+    out = np.empty((len(emit), len(program.names)))
+    for i, (values, _) in enumerate(results):
+        out[:, i::workers] = values
+    return out, results[0][1]  # the warm-up counters are the core's: the same in every part
 
 
 def warm_mask(program: Program, progress: np.ndarray, events: EventArrays | None = None) -> np.ndarray:

@@ -182,7 +182,7 @@ def _base_warm(fprog, k, core):
             and core[c.N_DEPTH] >= fprog[k, 7])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)  # nogil: run_program runs parts of a large program in threads
 def run_batch(iprog, fprog, state, core, clock, values, ts_ns, kind, price_, qty, side, bid, bid_qty, ask,
               ask_qty, depth_row, depth_, emit, out, progress):
     """Run ``step`` over arrays of events; copy the values after event ``emit[j]`` into ``out[j]``
