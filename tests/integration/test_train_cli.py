@@ -169,7 +169,8 @@ def test_real_usdm_ticks_report_out_of_sample_auc(shared_data, tmp_path):
         hashes.append(out["provenance"]["trade_list_hash"])
         reports.append(report.read_text())
     assert hashes[0] == hashes[1] and len(hashes[0]) == 64
-    assert out["provenance"]["model"]["version"] == 1 and out["provenance"]["events"] > 50_000
+    # by default only the data after the version's fit (its held-back block and later): ~1.4 minutes here
+    assert out["provenance"]["model"]["version"] == 1 and out["provenance"]["events"] > 10_000
     assert set(out["baselines"]) == {"no-model", "flat"} and out["mlflow_run_id"]
     assert_report_opens(reports[0])
 
