@@ -6,7 +6,8 @@ each with ``-``: ``BTC/USDT:USDT`` -> ``autoscalp-BTC-USDT-USDT`` (``ETH/USD:ETH
 ``[A-Z0-9]+``), and ``symbol_slug`` is the only place it is spelled.
 
 The pyfunc wraps the saved ensemble directory (pipeline.models.ensemble, no pickles but the random
-forest's skops file) as an artefact; ``predict`` takes a DataFrame with one column per selected
+forest's skops file, plus ``compiled/``: the four models as flat arrays for per-tick serving,
+pipeline.models.compiled) as an artefact; ``predict`` takes a DataFrame with one column per selected
 feature (rows in time order: the LSTM reads each row's preceding window) and returns P(up). Loading
 it needs the ``pipeline`` package importable (the serving environment installs autoscalp); the
 third-party requirements are written explicitly (STACK.md: inferring them costs seconds, and would
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 MODEL_PREFIX = "autoscalp-"
 CHALLENGER = "challenger"
 ARTIFACT_KEY = "ensemble"
+COMPILED_DIR = "compiled"  # inside the ensemble artefact: pipeline.models.compiled.save_compiled
 # (distribution, the name pip installs it by): xgboost-cpu provides the `xgboost` module (STACK.md).
 REQUIREMENTS = (("mlflow", "mlflow"), ("numpy", "numpy"), ("pandas", "pandas"), ("scipy", "scipy"),
                 ("scikit-learn", "scikit-learn"), ("skops", "skops"), ("xgboost-cpu", "xgboost-cpu"),
@@ -81,6 +83,10 @@ def log_ensemble(ensemble_dir: Path, ensemble: Any, X_example: np.ndarray, extra
     import pandas as pd
     from mlflow.models import infer_signature
 
+    from pipeline.models.compiled import save_compiled
+
+    # The serving form beside the library form: flat arrays the daemon evaluates per tick (no pickle).
+    save_compiled(ensemble, Path(ensemble_dir) / COMPILED_DIR)
     columns = list(ensemble.feature_names)
     example = pd.DataFrame(X_example, columns=columns)
     signature = infer_signature(example, ensemble.predict_frame(example))

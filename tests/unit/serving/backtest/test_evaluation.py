@@ -107,3 +107,20 @@ def test_a_failure_midway_leaves_the_champion_in_place(register, store, monkeypa
     with pytest.raises(MemoryError):
         evaluation.evaluate_and_promote(store, SYMBOL, configs(PASS))
     assert alias(aliases.CHAMPION) == v1
+
+
+def test_a_registered_version_carries_its_compiled_form(register):
+    """The serving form is exported at registration and evaluates like the library form."""
+    import mlflow
+
+    from pipeline.models.compiled import CompiledEnsemble, load_compiled
+    from pipeline.training.registry import ARTIFACT_KEY, COMPILED_DIR
+
+    version = register()
+    info = aliases.resolve(SYMBOL, str(version))
+    local = Path(mlflow.artifacts.download_artifacts(f"{info.uri}"))
+    [compiled_dir] = [p for p in local.rglob(COMPILED_DIR) if p.is_dir() and ARTIFACT_KEY in str(p)]
+    compiled = CompiledEnsemble(load_compiled(compiled_dir))
+    ensemble = aliases.load_ensemble(info)
+    X = np.random.default_rng(0).normal(size=(200, len(ensemble.feature_names)))
+    assert np.abs(compiled.proba_batch(X) - ensemble.predict_proba(X)).max() < 1e-5
