@@ -41,7 +41,10 @@ class Trade(NamedTuple):
 
 
 class Fill(NamedTuple):
-    """One execution of one of our orders. ``fee_usdt`` is what we paid (negative: a rebate)."""
+    """One execution of one of our orders. ``fee_usdt`` is what we paid (negative: a rebate).
+    ``fill_id`` is the venue's id of the execution (an exchange trade id; the paper broker's
+    ``<client_id>:<n>``), the journal's key so that a fill seen twice is booked once: one order
+    can fill twice at the same time, price and size. Empty where nobody needs it (backtests)."""
 
     symbol: str
     ts_ns: int
@@ -50,6 +53,7 @@ class Fill(NamedTuple):
     qty: float
     side: int
     fee_usdt: float
+    fill_id: str = ""
 
 
 class OrderDone(NamedTuple):

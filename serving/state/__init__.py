@@ -1,0 +1,1 @@
+"""Crash-safe state of the daemon: the SQLite journal and reconciliation with the venue on restart."""
