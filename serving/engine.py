@@ -13,7 +13,7 @@ Driving it (a backtester or the daemon)::
     record = engine.on_order_done(done)        # cancels confirmed, rejects, expiries
     record = engine.on_funding(payment)        # a funding settlement on our position
     record = engine.on_clock(ts_ns)            # timer: stale data, timeouts (e.g. every 100 ms)
-    record = engine.halt(ts_ns, reason) / engine.resume(ts_ns)    # the operator
+    record = engine.halt(ts_ns, reason) / engine.pause(ts_ns, reason) / engine.resume(ts_ns)  # the operator
 
 Each returns a DecisionRecord, or None when nothing happened (unless ``record_every_tick``). The
 venue applies ``record.cancels`` first, then ``record.orders``.
@@ -88,6 +88,7 @@ class Engine:
         self._liq_buffer = risk.liquidation_buffer_bps * 1e-4
         self._trim = 1.0 + lev.trim_tolerance
         self._record_all = config.record_every_tick
+        self.paused = ""  # the operator's reason while paused (pause()); empty: not paused
         self._ex = Execution(
             self.risk, self.portfolio, self._states, config.client_id_prefix, risk.max_notional_usdt,
             lev.portfolio_exposure_cap, self._liq_buffer, risk.default_stop_loss_bps * 1e-4,
@@ -259,9 +260,19 @@ class Engine:
         self.kill.halt(f"operator: {reason}")
         return self.on_clock(ts_ns)
 
+    def pause(self, ts_ns: int, reason: str) -> DecisionRecord | None:
+        """The operator pauses: nothing new is opened and resting entries and quotes are pulled, but
+        open positions keep their stops and exits (``halt`` closes them instead)."""
+        self.paused = reason or "operator pause"
+        self._ex.notes.append(f"paused: {self.paused}")
+        for st in self._states:
+            self._ex.pull(st, st.orders.entry, st.orders.bid, st.orders.ask)
+        return self.on_clock(ts_ns)
+
     def resume(self, ts_ns: int) -> DecisionRecord | None:
-        """The operator lifts a halt. The drawdown and the day's loss count again from the equity
-        now (they accepted the loss so far), or the same limit would halt again at once."""
+        """The operator lifts a halt or a pause. The drawdown and the day's loss count again from the
+        equity now (they accepted the loss so far), or the same limit would halt again at once."""
+        self.paused = ""
         self.kill.resume()
         portfolio = self.portfolio
         portfolio.peak_usdt = portfolio.day_start_usdt = portfolio.equity_usdt
@@ -283,7 +294,7 @@ class Engine:
         if entry is not None and view.ts_ns - entry.placed_ns >= entry.strategy.entry_timeout_ns:
             self._ex.cancel(st, entry)
             entry = None
-        if not view.finite:  # no signal: no new exposure; the market maker stands aside
+        if not view.finite or self.paused:  # no signal (or the operator paused): no new exposure
             self._ex.pull(st, orders.entry, orders.bid, orders.ask)
             return
         allowed = self._routes[st.regime.regime]

@@ -210,6 +210,23 @@ def test_operator_halt_and_resume(harness):
     assert h.engine.kill.state == 0
 
 
+def test_operator_pause_keeps_the_position_and_opens_nothing_new(harness):
+    h = harness(breakout_config())
+    enter_long(h)
+    out = []
+    h.feed(h.engine.pause(h.now, "news"), out)
+    assert h.position > 0 and h.engine.kill.state == 0 and h.engine.paused == "news"
+    st = h.engine.symbols[h.SYMBOL]
+    assert st.orders.stop is not None  # the position keeps its protective stop
+    h.feed(h.engine.halt(h.now, "flatten"), out)  # flatten closes; a paused engine opens nothing after
+    h.feed(h.engine.resume(h.now), out)
+    h.feed(h.engine.pause(h.now, "again"), out)
+    out = h.tick(100.0, p_up=0.65, **UP)
+    assert h.position == 0 and not [o for o in h.orders(out) if not o.reduce_only]
+    h.feed(h.engine.resume(h.now), out)
+    assert h.engine.paused == ""
+
+
 def test_portfolio_cap_is_shared_across_symbols(harness):
     eth = MarketLimits("ETH/USDT:USDT", 50.0, 0.01, 0.001, 5.0)
     config = breakout_config(
