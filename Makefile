@@ -30,7 +30,7 @@ test-fast: $(BIN)/.installed
 	$(BIN)/pytest -q -m "not slow"
 
 bench: $(BIN)/.installed
-	for b in ingest features models engine retrain venue backtest inference; do $(BIN)/python bench/bench_$$b.py || exit 1; done
+	for b in ingest features models engine retrain venue backtest inference runtime; do $(BIN)/python bench/bench_$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .autoscalp

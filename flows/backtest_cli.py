@@ -11,29 +11,10 @@ import typer
 from rich.table import Table
 
 from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
-from pipeline.errors import AutoscalpError
+from serving.backtest.data import parse_time
 
 SymbolOption = Annotated[Optional[str], typer.Option("--symbol", "-s", help="ccxt unified symbol (default: the first configured).")]
 ExchangeOption = Annotated[Optional[str], typer.Option("--exchange", help="Exchange id in the store (default: the only one holding the symbol).")]
-
-
-class BadTimeError(AutoscalpError):
-    """A --from/--to value that is not a time."""
-
-
-def parse_time(value: str | None) -> int | None:
-    """ISO-8601 (UTC unless an offset is given) or integer ns since the epoch."""
-    if value is None:
-        return None
-    if value.lstrip("-").isdigit():
-        return int(value)
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadTimeError(f"{value!r} is not a time: use ISO-8601 (2024-08-08T23:55:00Z) or ns since the epoch") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return int(when.timestamp() * 1_000_000) * 1_000
 
 
 def configs_for(config_path: Path | None):  # noqa: ANN201 (serving.backtest.evaluation.Configs)

@@ -19,6 +19,7 @@ from flows._cli_common import ConfigOption, JsonOption, PrefectOption, _config, 
 from flows._env import console_logging
 from flows.features_cli import features_app
 from flows.backtest_cli import register as register_backtest_commands
+from flows.serve_cli import register as register_serve_command
 from flows.train_cli import register as register_train_commands
 from pipeline.config import AppConfig
 from pipeline.home import autoscalp_home
@@ -33,6 +34,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 register_train_commands(app)  # train, ui, schedule (flows/train_cli.py)
 register_backtest_commands(app)  # backtest, promote, rollback, tune-strategy (flows/backtest_cli.py)
+register_serve_command(app)  # serve (flows/serve_cli.py)
 
 
 @app.callback()

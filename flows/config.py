@@ -14,6 +14,7 @@ from pydantic import Field
 from pipeline.config import AppConfig, Frozen, load_config
 from serving.backtest.config import BacktestConfig, PromotionGate, StrategyTuningConfig
 from serving.config import EngineConfig
+from serving.daemon.config import ServeConfig
 from serving.venues.config import VenueConfig
 
 
@@ -33,6 +34,7 @@ class ProductConfig(AppConfig):
     promotion: PromotionGate = PromotionGate()
     strategy_tuning: StrategyTuningConfig = StrategyTuningConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    serve: ServeConfig = ServeConfig()
 
 
 def load_product_config(path: str | Path | None = None) -> ProductConfig:

@@ -60,6 +60,7 @@ class Engine:
     def __init__(self, config: EngineConfig, feature_names: Sequence[str], markets: Iterable[MarketLimits],
                  equity_usdt: float) -> None:  # fmt: skip
         self.config = config
+        self.vector_names = tuple(feature_names)
         self.feature_names, self._index, self._pick = resolve_roles(config.features, feature_names)
         risk, lev = config.risk, config.leverage
         self.strategies = build_strategies(config)
@@ -259,6 +260,11 @@ class Engine:
         """The operator halts trading: positions are closed, then nothing is sent until resume()."""
         self.kill.halt(f"operator: {reason}")
         return self.on_clock(ts_ns)
+
+    def set_vector_names(self, feature_names: Sequence[str]) -> None:
+        """A new model's feature vector (a champion swap): the roles are found in it again."""
+        self.feature_names, self._index, self._pick = resolve_roles(self.config.features, feature_names)
+        self.vector_names = tuple(feature_names)
 
     def pause(self, ts_ns: int, reason: str) -> DecisionRecord | None:
         """The operator pauses: nothing new is opened and resting entries and quotes are pulled, but

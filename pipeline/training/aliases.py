@@ -35,6 +35,7 @@ class VersionInfo:
     aliases: tuple[str, ...]
     tags: dict
     run_id: str
+    created_ms: int | None = None  # the version's creation time (epoch ms): the model's age counts from it
 
     @property
     def uri(self) -> str:
@@ -78,7 +79,7 @@ def resolve(symbol: str, ref: str) -> VersionInfo:
     except MlflowException:
         what = f"alias @{alias}" if alias else f"version {version}"
         raise ModelRefError(f"{name} has no {what} in the registry") from None
-    return VersionInfo(mv.name, int(mv.version), tuple(mv.aliases or ()), dict(mv.tags or {}), mv.run_id or "")
+    return _info(mv)
 
 
 def _latest(client, name: str) -> VersionInfo:  # noqa: ANN001
@@ -87,7 +88,12 @@ def _latest(client, name: str) -> VersionInfo:  # noqa: ANN001
         raise ModelRefError(f"{name} has no version in the registry; run `autoscalp train`")
     mv = max(versions, key=lambda v: int(v.version))
     mv = client.get_model_version(name, mv.version)  # search results carry no aliases
-    return VersionInfo(mv.name, int(mv.version), tuple(mv.aliases or ()), dict(mv.tags or {}), mv.run_id or "")
+    return _info(mv)
+
+
+def _info(mv) -> VersionInfo:  # noqa: ANN001 (MLflow's ModelVersion)
+    created = int(mv.creation_timestamp) if mv.creation_timestamp is not None else None
+    return VersionInfo(mv.name, int(mv.version), tuple(mv.aliases or ()), dict(mv.tags or {}), mv.run_id or "", created)
 
 
 def find(symbol: str, alias: str) -> VersionInfo | None:

@@ -9,6 +9,7 @@ trained on.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,25 @@ from pipeline.features.events import EventArrays, merge_events
 
 _NS = 1_000_000_000
 _NS_PER_DAY = 86_400 * _NS
+
+
+class BadTimeError(AutoscalpError):
+    """A --from/--to value that is not a time."""
+
+
+def parse_time(value: str | None) -> int | None:
+    """ISO-8601 (UTC unless an offset is given) or integer ns since the epoch."""
+    if value is None or value == "":
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadTimeError(f"{value!r} is not a time: use ISO-8601 (2024-08-08T23:55:00Z) or ns since the epoch") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1_000_000) * 1_000
 
 
 class NoReplayDataError(AutoscalpError):

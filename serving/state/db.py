@@ -32,7 +32,9 @@ def connect(path: str | Path, schema: str) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # One connection per thread (sqlite3's default check): a reader in another thread opens its own,
     # and never sees the writer's transaction half done.
-    conn = sqlite3.connect(path, isolation_level=None)
+    # check_same_thread off: a daemon may be built on one thread and trade on another; only one
+    # thread uses a connection at a time (the trading thread).
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode.lower() != "wal":

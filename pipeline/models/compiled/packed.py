@@ -154,12 +154,18 @@ class CompiledEnsemble:
             arrays = self.arrays[lstm[0]]
             self._ring_shape = (int(arrays["window"][0]), arrays["w_hh"].shape[1], arrays["w_hh"].shape[0])
         self.reset()
-        example = (*self.pack.arrays(), np.zeros(self.n_features), self.ring, self.ring_state)
+        self._arrays = self.pack.arrays()  # unpacked into every call: built once, not per tick
+        example = (*self._arrays, np.zeros(self.n_features), self.ring, self.ring_state)
         self._tick = _bound(ensemble_proba, example)
 
     def reset(self) -> None:
         """Forget the LSTM's window: the next row starts a new stream (and is repeated as its padding)."""
-        self.ring, self.ring_state = new_lstm_ring(*self._ring_shape)
+        self.ring, self.ring_state = self.new_ring()
+
+    def new_ring(self) -> tuple[np.ndarray, np.ndarray]:
+        """An empty LSTM ring and its state, for another stream of rows (``proba_tick_in``). The
+        serving runtime keeps one per phase of the sampling grid (serving.runtime.model)."""
+        return new_lstm_ring(*self._ring_shape)
 
     @property
     def rows_seen(self) -> int:
@@ -167,7 +173,11 @@ class CompiledEnsemble:
 
     def proba_tick(self, x: np.ndarray) -> float:
         """P(up) for the newest row ``x`` (float64, C-contiguous, ``n_features`` long): one compiled call."""
-        return self._tick(*self.pack.arrays(), x, self.ring, self.ring_state)
+        return self._tick(*self._arrays, x, self.ring, self.ring_state)
+
+    def proba_tick_in(self, x: np.ndarray, ring: np.ndarray, ring_state: np.ndarray) -> float:
+        """``proba_tick`` with ``x`` pushed into ``ring`` (from ``new_ring``) instead of the own ring."""
+        return self._tick(*self._arrays, x, ring, ring_state)
 
     def proba_batch(self, X: np.ndarray) -> np.ndarray:
         """P(up) for each row of X in time order, the LSTM from a fresh ring (``Ensemble.predict_proba``).

@@ -1,0 +1,70 @@
+"""``autoscalp serve``: the trading daemon (serving/daemon)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
+
+
+def serve_command(
+    config: ConfigOption = None,
+    feed: Annotated[Optional[str], typer.Option(help="exchange | replay | synthetic (default: config serve.feed).")] = None,
+    path: Annotated[Optional[str], typer.Option(help="replay: START:END in ns or START/END in ISO-8601 (default: all).")] = None,
+    speed: Annotated[Optional[float], typer.Option(help="replay/synthetic: x real time; 0 = as fast as possible.")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")] = None,
+    broker: Annotated[Optional[str], typer.Option(help="paper | live (live also needs serve.live_confirmed).")] = None,
+    http_port: Annotated[Optional[int], typer.Option(help="Health/metrics/control port on 127.0.0.1 (0: any).")] = None,
+    symbol: Annotated[Optional[str], typer.Option("--symbol", "-s", help="Symbol (default: the first configured).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Trade: a feed through the features, the champion ensemble, the engine and the risk managers
+    to the paper broker (the simulated venue); journaled in SQLite, /health and /metrics over HTTP,
+    the champion swapped in when a new one is promoted."""
+    from serving.daemon.build import build_daemon
+
+    cfg = _config(config)
+    overrides = {k: v for k, v in {"feed": feed, "speed": speed, "broker": broker, "http_port": http_port}.items()
+                 if v is not None}  # fmt: skip
+    with user_errors():
+        try:
+            serve = cfg.serve.model_validate({**cfg.serve.model_dump(), **overrides})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).splitlines()[-1]) from None
+        sym = symbol or cfg.symbols[0]
+        logging.getLogger("serving").setLevel(logging.INFO)
+        daemon = build_daemon(cfg, serve, sym, path)
+        daemon.install_signal_handlers()
+        stdout.print(f"serving {sym}: feed {serve.feed}, broker {serve.broker}, "
+                     f"http://{serve.host}:{daemon.control.port} (/health, /metrics); Ctrl-C stops")  # fmt: skip
+        if not as_json and stdout.is_terminal:
+            threading.Thread(target=_status_lines, args=(daemon,), daemon=True).start()
+        stats = daemon.run(duration)
+        daemon.control.stop()
+    summary = {"stopped_because": stats.stopped_because, "events": stats.events, "quotes": stats.quotes,
+               "trades": stats.trades, "orders": stats.orders, "fills": stats.fills, "swaps": stats.swaps,
+               "health": daemon.telemetry.health(), "feed": daemon.feed.stats()}  # fmt: skip
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        stdout.print(f"stopped ({stats.stopped_because}): {stats.events:,} events, {stats.orders:,} orders, "
+                     f"{stats.fills:,} fills, {stats.swaps} model swaps")  # fmt: skip
+
+
+def _status_lines(daemon) -> None:  # noqa: ANN001
+    while daemon.telemetry.state not in ("stopping", "stopped"):
+        time.sleep(5)
+        h = daemon.telemetry.health()
+        stdout.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {h.get('state')} ticks {h.get('ticks')} "
+                     f"kill {h.get('kill_switch')} model {daemon.watcher.status().get('model')} "
+                     f"equity {h.get('equity_usdt')}")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)
