@@ -22,6 +22,9 @@ demo: $(BIN)/.installed
 	$(BIN)/autoscalp train --trials 3
 	# the retrain ended with the promotion gate; now the newest version's backtest beside its baselines
 	$(BIN)/autoscalp backtest --model latest --report .autoscalp/reports/backtest.html
+	# the daemon: the stored ticks replayed as fast as possible through the champion (if any), the
+	# engine and the paper broker, journaled; /health and /metrics on 127.0.0.1:8787 while it runs
+	$(BIN)/autoscalp serve --feed replay --speed 0 --duration 120
 
 test: $(BIN)/.installed
 	$(BIN)/pytest -q
