@@ -96,7 +96,11 @@ def test_train_on_the_synthetic_default_registers_a_challenger(built_home, tmp_p
     children = client.search_runs([result["experiment_id"]], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
     assert sorted(r.info.run_name for r in children) == KINDS
     assert all(r.info.status == "FINISHED" for r in children)
-    assert int(client.get_model_version_by_alias("autoscalp-BTC-USDT-USDT", "challenger").version) == 1
+    # the retrain ended with the promotion gate: version 1 is champion if it passed, else still challenger
+    promotion = result["promotion"]
+    assert promotion["reasons"], promotion
+    alias = "champion" if promotion["promote"] else "challenger"
+    assert int(client.get_model_version_by_alias("autoscalp-BTC-USDT-USDT", alias).version) == 1
     assert (home / "mlflow" / "artifacts").is_dir() and not (REPO / "mlruns").exists()
 
     # the table a person reads, from the same (cached) cycle: nothing new is registered

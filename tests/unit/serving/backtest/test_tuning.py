@@ -235,9 +235,9 @@ def test_the_deflated_sharpe_ratio_matches_the_paper():
 def version(home, ensemble, fit_end_ns) -> aliases.VersionInfo:
     import mlflow
 
-    tracking.connect(TrackingConfig())
+    _, experiment_id = tracking.connect(TrackingConfig())  # artefacts under the home, not ./mlruns
     tags = {"autoscalp.fit_end_ns": str(fit_end_ns), "autoscalp.sampling": f"quote/{STRIDE}"}
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(experiment_id=experiment_id) as run, tempfile.TemporaryDirectory() as tmp:
         directory = ensemble.save(Path(tmp) / "ensemble")
         info = log_ensemble(directory, ensemble, np.zeros((2, len(ensemble.feature_names))), {})
         registered = register_challenger(info.model_uri, SYMBOL, tags, run.info.run_id)
