@@ -9,6 +9,7 @@ import time
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
 from flows._cli_common import ConfigOption, JsonOption, _config, stdout, user_errors
 
@@ -35,8 +36,8 @@ def serve_command(
     with user_errors():
         try:
             serve = cfg.serve.model_validate({**cfg.serve.model_dump(), **overrides})
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc).splitlines()[-1]) from None
+        except ValidationError as exc:
+            raise typer.BadParameter(_reasons(exc)) from None
         sym = symbol or cfg.symbols[0]
         logging.getLogger("serving").setLevel(logging.INFO)
         daemon = build_daemon(cfg, serve, sym, path)
@@ -55,6 +56,15 @@ def serve_command(
     else:
         stdout.print(f"stopped ({stats.stopped_because}): {stats.events:,} events, {stats.orders:,} orders, "
                      f"{stats.fills:,} fills, {stats.swaps} model swaps")  # fmt: skip
+
+
+def _reasons(exc: ValidationError) -> str:
+    """Pydantic's messages without its boilerplate (its last line is a link to its docs)."""
+    reasons = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        reasons.append(f"serve.{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message)
+    return "; ".join(reasons)
 
 
 def _status_lines(daemon) -> None:  # noqa: ANN001

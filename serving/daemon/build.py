@@ -1,9 +1,12 @@
-"""Assemble a daemon from the product's configuration: the feed, the paper broker, the journal, the
-champion watcher, telemetry and the HTTP server, all under ``AUTOSCALP_HOME``."""
+"""Assemble a daemon from the product's configuration: the feed, the broker (paper, or live on the
+exchange), the journal, the champion watcher, telemetry and the HTTP server, all under
+``AUTOSCALP_HOME``."""
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from typing import Any
 
 from pipeline.data.store import TickStore
@@ -24,14 +27,22 @@ def market_limits(symbol: str, backtest: Any, venue: Any) -> MarketLimits:
                         backtest.min_notional_usdt, venue.margin.tiers[0].maint_margin_rate)  # fmt: skip
 
 
-def build_feed(serve: ServeConfig, config: Any, symbol: str, path: str | None, store: TickStore):  # noqa: ANN201
+def build_feed(serve: ServeConfig, config: Any, symbol: str, path: str | None, store: TickStore,
+               not_before_ns: int = 0):  # noqa: ANN201  # fmt: skip
+    """``not_before_ns``: the paper venue's clock. A synthetic market starts at the wall clock, or
+    after the venue's clock when that is ahead: at a speed above 1 event time runs ahead of the wall
+    clock, and a restarted daemon's market must not go back in the venue's time (its orders would
+    wait in flight until the market caught up, and the venue's fills would date the engine's data
+    stale)."""
     speed = serve.speed or None
     if serve.feed == "synthetic":
         from serving.feeds.synthetic import SyntheticFeed
 
+        now = time.time_ns()
         return SyntheticFeed(symbol, seed=config.sources.synthetic.seed, speed=speed,
                              start_price=config.sources.synthetic.start_price,
-                             tick_size=config.sources.synthetic.tick_size, max_events=serve.queue_soft_limit)  # fmt: skip
+                             tick_size=config.sources.synthetic.tick_size, max_events=serve.queue_soft_limit,
+                             start_ns=not_before_ns if not_before_ns > now else None)  # fmt: skip
     if serve.feed == "replay":
         from serving.feeds.replay import ReplayFeed
 
@@ -42,6 +53,39 @@ def build_feed(serve: ServeConfig, config: Any, symbol: str, path: str | None, s
     from serving.feeds.exchange import ExchangeFeed, ExchangeFeedConfig
 
     return ExchangeFeed(config.exchange, symbol, ExchangeFeedConfig(max_events=serve.queue_soft_limit))
+
+
+def build_broker(config: Any, serve: ServeConfig, symbol: str, limits: MarketLimits, home: Any):  # noqa: ANN201
+    """Paper: the simulated venue in ``$AUTOSCALP_HOME/journal``. Live: real orders, only with
+    ``serve.live_confirmed`` and API keys in the environment."""
+    if serve.broker == "live":
+        return _live_broker(config, serve, symbol, limits)
+    from serving.brokers.paper import PaperBroker
+
+    return PaperBroker(home.journal / f"paper-{_slug(symbol)}.sqlite", config.venue, [limits],
+                       config.backtest.equity_usdt)  # fmt: skip
+
+
+def _live_broker(config: Any, serve: ServeConfig, symbol: str, limits: MarketLimits):  # noqa: ANN202
+    from pipeline.config import Credentials
+    from serving.brokers.live import LiveBroker, missing_keys_message
+
+    if not serve.live_confirmed:  # the config refuses it too; a copy with updates is not re-validated
+        raise ServeError("serve.broker live needs serve.live_confirmed: true (real orders, real money)")
+    credentials = Credentials.from_env(config.exchange.id)
+    if not credentials.complete:
+        raise ServeError(missing_keys_message(config.exchange.id))
+    leverage = {symbol: exchange_leverage(config.engine.leverage, limits)}
+    return LiveBroker(config.exchange, credentials, [symbol], leverage)
+
+
+def exchange_leverage(leverage: Any, limits: MarketLimits) -> int:
+    """The exchange's leverage setting: the most the engine may use (its caps,
+    serving/risk/leverage.py), rounded up to the integer the exchange takes. Isolated margin then
+    locks notional / this per position."""
+    cap = min(limits.max_leverage, leverage.symbol_caps.get(limits.symbol, leverage.default_symbol_cap),
+              leverage.portfolio_exposure_cap)  # fmt: skip
+    return max(1, math.ceil(cap))
 
 
 def _range(path: str | None, first: int, end: int) -> tuple[int, int]:
@@ -57,21 +101,22 @@ def _range(path: str | None, first: int, end: int) -> tuple[int, int]:
 def build_daemon(config: Any, serve: ServeConfig, symbol: str, path: str | None = None) -> Daemon:
     """``config``: the product config (flows.config.ProductConfig); ``serve`` may override its section."""
     from pipeline.training.tracking import connect
-    from serving.brokers.paper import PaperBroker
     from serving.runtime.http import ControlServer
     from serving.runtime.telemetry import Telemetry
     from serving.runtime.watcher import ChampionWatcher
     from serving.state.journal import Journal
 
-    if serve.broker == "live":
-        raise ServeError("the live broker (ccxt) is not built yet: serve with --broker paper")
     home = autoscalp_home()
     home.journal.mkdir(parents=True, exist_ok=True)
     store = TickStore(config.data.store_dir or home.store)
     limits = market_limits(symbol, config.backtest, config.venue)
-    feed = build_feed(serve, config, symbol, path, store)
-    broker = PaperBroker(home.journal / f"paper-{_slug(symbol)}.sqlite", config.venue, [limits],
-                         config.backtest.equity_usdt)  # fmt: skip
+    broker = build_broker(config, serve, symbol, limits, home)
+    venue = getattr(broker, "venue", None)  # the paper venue's clock; a live exchange's is the wall's
+    try:
+        feed = build_feed(serve, config, symbol, path, store, not_before_ns=venue.now + 1 if venue else 0)
+    except BaseException:
+        broker.close()
+        raise
     journal = Journal(home.journal / f"daemon-{_slug(symbol)}.sqlite")
     connect(config.training.tracking)
     watcher = ChampionWatcher(symbol, config.training.tracking, serve.model_poll_s, engine_config=config.engine,

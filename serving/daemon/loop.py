@@ -13,8 +13,12 @@ from taking the event off the buffer to the engine's decision (features + ensemb
 strategy + risk), before any I/O.
 
 Start: the journal opens a new run (client ids are prefixed with it, so none repeats across
-restarts), the broker and journal are reconciled (serving/state/reconcile.py) and positions are
-handed to the new engine (``resume``: it arms their stops) or closed (``flatten``). Stop (SIGTERM,
+restarts), the broker and journal are reconciled (serving/state/reconcile.py), and at the first
+market event, in its time and before the broker sees it, positions are handed to the new engine
+(``resume``: it arms their stops) or closed (``flatten``). Not earlier: the engine's clock starts
+with the market's (an order resting from before the crash that the first tick fills would find the
+engine's data stale by the whole downtime, and the kill switch would close the resumed position),
+and the paper venue has a fresh quote when the orders arrive. Stop (SIGTERM,
 SIGINT, ``--duration`` or a finite feed's end): working orders are cancelled except the protective
 stops; positions are kept or flattened per ``serve.on_shutdown``.
 """
@@ -37,7 +41,7 @@ from serving.events import (
 from serving.feeds.base import DepthEvent, FeedStatus, MarkPrice
 from serving.risk.kill_switch import STATES
 from serving.runtime.model import ModelRuntime
-from serving.state.reconcile import reconcile
+from serving.state.reconcile import ReconcileReport, reconcile
 
 log = logging.getLogger(__name__)
 _MS = 1_000_000
@@ -70,6 +74,7 @@ class Daemon:
         self._last_wall = time.monotonic()
         self.engine: Engine | None = None
         self.runtime: ModelRuntime | None = None
+        self._restart: ReconcileReport | None = None  # reconciled, not yet acted on
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -90,16 +95,7 @@ class Daemon:
         for line in report.lines:
             log.info("reconcile: %s", line)
         self.engine = Engine(config, runtime.names, [self.limits], report.wallet_usdt)
-        if self.config.on_restart == "resume":
-            for fill in report.engine_fills():  # hands the positions over; the engine arms their stops
-                self._handle(self.engine.on_fill(fill), now_ns)
-            for record in report.cancel_stale:
-                self._send(record, now_ns)
-        else:
-            for record in report.flatten:
-                self._send(record, now_ns)
-        for order in report.unknown_orders:
-            self._send(_cancel_record(order.symbol, order.client_id, now_ns), now_ns)
+        self._restart = report  # acted on at the first market event (_after_restart)
         self.telemetry.set_model(self.symbol, runtime, self.watcher.alert)
         self.telemetry.set_state("running")
         self.feed.start()
@@ -126,7 +122,8 @@ class Daemon:
                     self._on_event(event)
                 now = self._event_now()
                 if now >= next_clock:
-                    self._handle(self.engine.on_clock(now), now)
+                    if self._last_ts:  # the engine's clock starts with the market's (module doc)
+                        self._handle(self.engine.on_clock(now), now)
                     self._deliver(self.broker.poll(now), now)
                     next_clock = now + clock_ns
                     self._report()
@@ -174,6 +171,8 @@ class Daemon:
             return
         if event.ts_ns > self._last_ts:
             self._last_ts, self._last_wall = event.ts_ns, time.monotonic()
+        if self._restart is not None:
+            self._after_restart(event.ts_ns)
         self._deliver(self.broker.on_market(event), event.ts_ns)
         engine = self.engine
         if kind is Quote:
@@ -192,6 +191,20 @@ class Daemon:
         else:
             return
         self._handle(record, event.ts_ns)
+
+    def _after_restart(self, ts_ns: int) -> None:
+        """What reconciliation left to do, at ``ts_ns`` (the first market event's time)."""
+        report, self._restart = self._restart, None
+        if self.config.on_restart == "resume":
+            for fill in report.engine_fills():  # hands the positions over; the engine arms their stops
+                self._handle(self.engine.on_fill(fill._replace(ts_ns=ts_ns)), ts_ns)
+            for record in report.cancel_stale:
+                self._send(record._replace(ts_ns=ts_ns), ts_ns)
+        else:
+            for record in report.flatten:
+                self._send(record._replace(ts_ns=ts_ns), ts_ns)
+        for order in report.unknown_orders:
+            self._send(_cancel_record(order.symbol, order.client_id, ts_ns), ts_ns)
 
     def _handle(self, record: DecisionRecord | None, ts_ns: int) -> None:
         if record is None:

@@ -40,6 +40,25 @@ PSI_EPS = 1e-4  # an empty bin's share: PSI is undefined at 0 (a common floor)
 NAN = math.nan
 
 
+def latency_quantile_us(counts: Sequence[int], q: float) -> float:
+    """The ``q``-quantile of latencies counted in the buckets of ``LATENCY_BUCKETS_US`` (one more
+    count at the end: above the largest bound), interpolated linearly within its bucket as
+    Prometheus' ``histogram_quantile`` does; in the bucket above the largest bound: that bound.
+    NaN when nothing was counted. Differences of two snapshots give a window's quantiles."""
+    total = sum(counts)
+    if not total:
+        return NAN
+    rank, below = q * total, 0
+    for i, count in enumerate(counts):
+        if count and below + count >= rank:
+            if i == len(LATENCY_BUCKETS_US):
+                return float(LATENCY_BUCKETS_US[-1])
+            lower = LATENCY_BUCKETS_US[i - 1] if i else 0
+            return lower + (LATENCY_BUCKETS_US[i] - lower) * (rank - below) / count
+        below += count
+    return float(LATENCY_BUCKETS_US[-1])
+
+
 # ---- feature drift ---------------------------------------------------------------------------
 
 
@@ -277,6 +296,10 @@ class Telemetry:
     def model_age_s(self, symbol: str) -> float | None:
         created = self.models[symbol].created_s
         return self.clock() - created if created is not None else None
+
+    def latency_quantile_us(self, q: float) -> float:
+        """The ``q``-quantile of tick-to-decision latency so far (``latency_quantile_us``)."""
+        return latency_quantile_us(list(self._buckets), q)
 
     def last_tick_age_s(self) -> float | None:
         return (time.perf_counter_ns() - self.last_tick_ns) / 1e9 if self.ticks else None

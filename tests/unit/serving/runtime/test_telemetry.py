@@ -66,6 +66,17 @@ def test_latency_histogram_counters_and_state():
     assert REGISTRY.get_sample_value("autoscalp_ticks_total") is None
 
 
+def test_latency_quantiles_from_the_buckets_as_prometheus_interpolates():
+    t = Telemetry([SYMBOL])
+    assert math.isnan(t.latency_quantile_us(0.5))
+    for latency_us in [3] * 50 + [12] * 49 + [2_000]:  # buckets (2, 5], (10, 15], above 1000
+        t.tick(0, latency_us * US)
+    assert t.latency_quantile_us(0.5) == 5.0  # the 50th of 100 is the last of (2, 5]
+    assert t.latency_quantile_us(0.25) == 3.5  # half-way through (2, 5]
+    assert t.latency_quantile_us(0.99) == 15.0
+    assert t.latency_quantile_us(1.0) == 1_000.0  # above the largest bound: that bound
+
+
 def test_psi_is_small_for_the_training_distribution_and_large_after_a_shift():
     rng = np.random.default_rng(0)
     train = rng.normal(size=(20_000, 3))
