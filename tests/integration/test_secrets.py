@@ -155,7 +155,8 @@ def mlflow_names(home: Path) -> str:
     """Every param, tag and metric of every run, and every registered model's and version's tags."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a registry another test set process-wide
     out = []
     experiments = client.search_experiments()
     for run in client.search_runs([e.experiment_id for e in experiments]):

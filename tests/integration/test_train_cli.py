@@ -62,7 +62,8 @@ def model_versions(home: Path) -> list:
     from mlflow import MlflowClient
 
     db = home / "mlflow" / "mlflow.db"
-    return MlflowClient(tracking_uri=f"sqlite:///{db}").search_model_versions() if db.exists() else []
+    uri = f"sqlite:///{db}"  # the registry too: an earlier test may have set another one process-wide
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions() if db.exists() else []
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ def test_train_on_the_synthetic_default_registers_a_challenger(built_home, tmp_p
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a registry another test set process-wide
     children = client.search_runs([result["experiment_id"]], f"tags.`mlflow.parentRunId` = '{result['run_id']}'")
     assert sorted(r.info.run_name for r in children) == KINDS
     assert all(r.info.status == "FINISHED" for r in children)

@@ -66,7 +66,8 @@ def versions(home: Path) -> list:
     db = home / "mlflow" / "mlflow.db"
     if not db.exists():
         return []
-    return MlflowClient(tracking_uri=f"sqlite:///{db}").search_model_versions()
+    uri = f"sqlite:///{db}"  # the registry too: an earlier test may have set another one process-wide
+    return MlflowClient(tracking_uri=uri, registry_uri=uri).search_model_versions()
 
 
 def test_slug_and_model_name():

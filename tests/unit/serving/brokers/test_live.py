@@ -555,8 +555,14 @@ def assert_no_secret(*texts: str) -> None:
         assert not SIGNATURE.search(text), text
 
 
-def test_errors_and_logs_never_carry_keys_or_signatures(recorded, keys, caplog):
+def test_errors_and_logs_never_carry_keys_or_signatures(recorded, keys, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)  # ccxt logs every request, headers included, at DEBUG
+    # An earlier test in the same process may have configured logging (Prefect's dictConfig disables
+    # existing loggers): make sure ccxt's and ours reach caplog, or the check below proves nothing.
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith(("ccxt", "serving"))]:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "disabled", False)
+        monkeypatch.setattr(logger, "propagate", True)
     live, fake, _ = broker(recorded, keys)
     # a GET whose URL carries the signature, failing for good
     for _ in range(3):
