@@ -563,6 +563,8 @@ def test_errors_and_logs_never_carry_keys_or_signatures(recorded, keys, caplog, 
         logger = logging.getLogger(name)
         monkeypatch.setattr(logger, "disabled", False)
         monkeypatch.setattr(logger, "propagate", True)
+        monkeypatch.setattr(logger, "level", logging.NOTSET)  # e.g. `serve` sets "serving" to INFO
+    logging.root.manager._clear_cache()  # loggers cache their effective level
     live, fake, _ = broker(recorded, keys)
     # a GET whose URL carries the signature, failing for good
     for _ in range(3):
