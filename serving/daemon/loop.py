@@ -75,6 +75,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.runtime: ModelRuntime | None = None
         self._restart: ReconcileReport | None = None  # reconciled, not yet acted on
+        self._equity0 = 0.0  # the engine's equity at start (set in start())
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class Daemon:
         for line in report.lines:
             log.info("reconcile: %s", line)
         self.engine = Engine(config, runtime.names, [self.limits], report.wallet_usdt)
+        self._equity0 = self.engine.portfolio.equity_usdt  # PnL counts from the run's start
         self._restart = report  # acted on at the first market event (_after_restart)
         self.telemetry.set_model(self.symbol, runtime, self.watcher.alert)
         self.telemetry.set_state("running")
@@ -286,17 +288,13 @@ class Daemon:
         engine, telemetry = self.engine, self.telemetry
         portfolio = engine.portfolio
         st = engine.symbols[self.symbol]
-        telemetry.set_account(portfolio.equity_usdt, portfolio.equity_usdt - self._start_equity(), portfolio.drawdown)
+        telemetry.set_account(portfolio.equity_usdt, portfolio.equity_usdt - self._equity0, portfolio.drawdown)
         telemetry.set_position(self.symbol, st.position.qty, st.leverage)
         telemetry.set_kill_switch(STATES[engine.kill.state], engine.kill.reason)
         telemetry.set_model(self.symbol, self.runtime, self.watcher.alert)
         stats = self.feed.stats()
         telemetry.set_queue_depth(int(stats.get("queue_depth", 0)))
 
-    def _start_equity(self) -> float:
-        if not hasattr(self, "_equity0"):
-            self._equity0 = self.engine.portfolio.equity_usdt
-        return self._equity0
 
     def _roles(self) -> tuple[str, ...]:
         return tuple(self._engine_config.features.model_dump().values())
