@@ -19,7 +19,10 @@ from flows._cli_common import ConfigOption, JsonOption, PrefectOption, _config, 
 from flows._env import console_logging
 from flows.features_cli import features_app
 from flows.backtest_cli import register as register_backtest_commands
+from flows.config_reference import register as register_config_commands
+from flows.doctor import register as register_doctor_command
 from flows.serve_cli import register as register_serve_command
+from flows.status_cli import register as register_status_command
 from flows.train_cli import register as register_train_commands
 from pipeline.config import AppConfig
 from pipeline.home import autoscalp_home
@@ -35,6 +38,9 @@ app.add_typer(features_app, name="features")
 register_train_commands(app)  # train, ui, schedule (flows/train_cli.py)
 register_backtest_commands(app)  # backtest, promote, rollback, tune-strategy (flows/backtest_cli.py)
 register_serve_command(app)  # serve (flows/serve_cli.py)
+register_status_command(app)  # status (flows/status_cli.py)
+register_doctor_command(app)  # doctor (flows/doctor.py)
+register_config_commands(app)  # config reference, config show (flows/config_reference.py)
 
 
 @app.callback()
