@@ -34,6 +34,7 @@ test-fast: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	for b in ingest features models engine retrain venue backtest inference runtime; do $(BIN)/python bench/bench_$$b.py || exit 1; done
+	$(BIN)/python bench/latency.py
 
 clean:
 	rm -rf $(VENV) .autoscalp

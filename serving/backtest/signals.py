@@ -3,15 +3,19 @@ quote update and the ensemble's P(up) there.
 
 Both are pure functions of the event stream, so batching them changes nothing (DESIGN: "batch
 the parts that are pure functions of the data"): the features come from the same compiled step as
-the online engine (parity-tested), and the probabilities equal tick-by-tick inference:
+the online engine (parity-tested), and the probabilities are the live path's, bit for bit: they
+come from the same compiled ensemble the daemon serves (pipeline.models.compiled: the exported
+arrays, ``CompiledEnsemble.proba_batch``; within 1e-6 of the libraries, tested there), whose batch
+gives what its one-call-per-tick path gives row by row:
 
 - logistic regression, random forest and XGBoost read one row: row by row or in a batch is the
   same arithmetic;
-- the LSTM reads the last ``window`` rows *of its sampling grid*. Training rows are every
-  ``stride``-th quote update, so the model learned windows spaced ``stride`` quotes apart. At
-  quote ``j`` the window is quotes ``j, j - stride, ...``: quotes split into ``stride`` interleaved
-  phases, and each phase is one time-ordered sequence for ``Ensemble.predict_proba``. A live ring
-  buffer per phase computes the same (``tick_by_tick_p_up`` is that reference; a test compares).
+- the LSTM reads the rows *of its sampling grid* (its last ``window`` of them, or all of them with
+  its state carried). Training rows are every ``stride``-th quote update, so the model learned
+  sequences spaced ``stride`` quotes apart. At quote ``j`` its rows are quotes ``j, j - stride,
+  ...``: quotes split into ``stride`` interleaved phases, and each phase is one time-ordered
+  sequence. The live runtime keeps one LSTM ring (window or carried state) per phase and computes
+  the same (``tick_by_tick_p_up`` is that reference; tests compare).
 
 Rows before every feature is warm carry NaN features and ``ok = False``: the engine neither trades
 nor trusts the model on them.
@@ -28,6 +32,7 @@ from pipeline.features.core import KIND_QUOTE
 from pipeline.features.engine import run_program, warm_mask
 from pipeline.features.catalog import compile_program
 from pipeline.features.events import EventArrays
+from pipeline.models.compiled import CompiledEnsemble, export_ensemble
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ def feature_rows(events: EventArrays, names: tuple[str, ...]) -> tuple[np.ndarra
 
 def compute_signals(events: EventArrays, engine_names: tuple[str, ...], ensemble: Any | None,
                     stride: int) -> Signals:  # fmt: skip
-    """Features for the engine (``engine_names``) plus the model's inputs, and P(up) at each quote."""
+    """Features for the engine (``engine_names``) plus the model's inputs, and P(up) at each quote.
+    ``ensemble``: an ``Ensemble`` (compiled here) or a ``CompiledEnsemble``."""
     model_names = tuple(ensemble.feature_names) if ensemble is not None else ()
     names = tuple(dict.fromkeys((*engine_names, *model_names)))
     quote_index, values, warm = feature_rows(events, names)
@@ -67,15 +73,29 @@ def compute_signals(events: EventArrays, engine_names: tuple[str, ...], ensemble
     return Signals(names, quote_index, values, p_up, ok)
 
 
+def as_compiled(ensemble: Any) -> CompiledEnsemble:
+    """The compiled form the daemon serves (an ``Ensemble`` is exported; nothing is approximated)."""
+    return ensemble if isinstance(ensemble, CompiledEnsemble) else CompiledEnsemble(export_ensemble(ensemble))
+
+
 def batch_p_up(ensemble: Any, X: np.ndarray, stride: int) -> np.ndarray:
-    """P(up) for every row of ``X`` (consecutive quotes), each phase of the sampling grid as one sequence."""
+    """P(up) for every row of ``X`` (consecutive quotes), each phase of the sampling grid as one
+    sequence, by the compiled ensemble's batch evaluators."""
+    compiled = as_compiled(ensemble)
     out = np.empty(len(X))
     for phase in range(min(stride, len(X))):
-        out[phase::stride] = ensemble.predict_proba(X[phase::stride])
+        out[phase::stride] = compiled.proba_batch(X[phase::stride])
     return out
 
 
-def tick_by_tick_p_up(ensemble: Any, X: np.ndarray, stride: int, row: int, window: int) -> float:
-    """The reference: what a live model holding the last ``window`` rows of this row's phase computes."""
-    phase_rows = X[row % stride : row + 1 : stride]
-    return float(ensemble.predict_proba(phase_rows[-window:])[-1])
+def tick_by_tick_p_up(ensemble: Any, X: np.ndarray, stride: int, row: int, window: int | None = None) -> float:
+    """The reference: what the live runtime computes at ``row`` -- one compiled call per tick
+    (``proba_tick_in``) over this row's phase from its first row, on a fresh ring, which holds
+    the LSTM's last window or its carried state. (``window`` is implied by the model; kept for
+    callers that pass it.)"""
+    compiled = as_compiled(ensemble)
+    ring, state = compiled.new_ring()
+    p = float("nan")
+    for x in X[row % stride : row + 1 : stride]:
+        p = compiled.proba_tick_in(np.ascontiguousarray(x, dtype=np.float64), ring, state)
+    return float(p)

@@ -84,6 +84,9 @@ class ModelRuntime:
         self._gather = gather_row.compile(tuple(numba.typeof(a) for a in (self._values, self._columns, self._x)))
         self._rings = [compiled.new_ring() for _ in range(stride)] if compiled is not None else []
         self._tick = compiled.proba_tick_in if compiled is not None else None
+        # per phase, the compiled entry and its whole argument tuple (x is refilled in place each tick)
+        self._calls = [compiled.tick_call(self._x, ring, state) for ring, state in self._rings]
+        self._gather_args = (self._values, self._columns, self._x)
         self._phase = -1  # the phase of the last quote pushed; -1 until compute_signals' first row
         self.quotes = 0
         self.last_ok = False
@@ -112,7 +115,7 @@ class ModelRuntime:
         if not features.warm:
             self.last_ok = False
             return self._nan, NAN, False
-        finite = self._gather(values, self._columns, self._x)
+        finite = self._gather(*self._gather_args)  # values is self._values: the engine's reused vector
         phase = self._phase + 1
         if phase == self.stride:
             phase = 0
@@ -123,8 +126,8 @@ class ModelRuntime:
         if self._tick is None:
             self.last_ok = finite
             return values, NAN, finite
-        ring, state = self._rings[phase]
-        p_up = self._tick(self._x, ring, state)
+        call, args = self._calls[phase]
+        p_up = call(*args)
         self.last_ok = ok = finite and p_up == p_up
         return values, p_up, ok
 

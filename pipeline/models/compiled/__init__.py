@@ -2,16 +2,19 @@
 
 The libraries train; the compiled arrays serve (DESIGN.md, "Where the microseconds go").
 ``export`` turns fitted models into arrays and files, ``evaluators`` holds one numba evaluator per
-model kind (one row, and a batch), ``packed`` the whole ensemble in one call. The trees give their
+model kind (one row, and a batch; the trees' per-tick walks and batches in ``walks``), ``packed`` the whole ensemble in one call. The trees give their
 library's probabilities bit for bit and the logistic regression to ~1e-13; the LSTM is within ~2
 float32 ulps of torch before calibration (tests/unit/pipeline/models/test_compiled.py; figures in
 bench/results/inference.json).
 
-Open question (the LSTM, not settled here): the trained LSTM reads each row's window of
-``window`` rows from a zero state, so the faithful per-tick evaluator re-runs ``window x layers``
-cell steps on every tick (~6 us at window 16, hidden 32). One step per tick with h and c carried
-across ticks costs ~10x less, but is a different model from the one trained and validated: it
-would need training on carried state (or accepting the skew) before serving it.
+The LSTM: a model trained to read each row's window of ``window`` rows from a zero state needs
+``window x layers`` cell steps per tick to be served faithfully (~5 us at window 16, hidden 32).
+``LSTMModel`` therefore trains by default with its state carried (``state="carried"``: the model
+*is* one step per row with h and c kept, trained by truncated BPTT), so serving it is one cell
+step per tick (~0.7 us) and still exactly the trained model; versions trained on windows keep
+being served by the window evaluator (the export's ``carried`` flag). The trees walk eight at a
+time per tick (``walks``), bit for bit the same sums. Figures:
+bench/results/latency.json (the whole tick-to-decision path) and inference.json.
 """
 
 from pipeline.models.compiled.export import export_ensemble, export_model, load_compiled, save_compiled

@@ -26,7 +26,9 @@ does at predict time, so the trees give the library's probabilities bit for bit:
 A calibration is one float64 array: ``[method, a, b, n, knots_x[n], knots_y[n]]`` (method 0 none,
 1 isotonic, 2 platt). The LSTM's per-tick path keeps a ring of the last ``window`` rows' layer-0
 input projections (``W_ih x + b_ih``: what torch computes first for each row, and the same for
-every window the row is in) and a scratch area in one float32 array, so a tick allocates nothing.
+every window the row is in) and a scratch area in one float32 array, so a tick allocates nothing;
+with the state carried (``lstm_carried_proba``) the same array holds h and c between ticks and one
+row's projection. The trees' per-tick walks and batches are in ``walks``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ CAL_NONE, CAL_ISOTONIC, CAL_PLATT = 0, 1, 2
 LEFT, SPLIT = 0, 1
 # The LSTM ring's int64 state: where the next row goes (= the oldest row), rows pushed so far, window.
 RING_NEXT, RING_ROWS, RING_WINDOW = 0, 1, 2
-BATCH_BLOCK = 64  # rows per block in the trees' batch evaluators (XGBoost's CPU predictor uses 64)
 
 # error_model="numpy": a float division by zero gives inf/NaN as in numpy (the libraries' semantics)
 # instead of raising, and leaves no branch in the loops (a branch stops LLVM from vectorising them).
@@ -139,12 +140,13 @@ def logistic_proba(mean, scale, coef, intercept, calibration, x):
 def forest_leaf(nodes, thresholds, node, x):
     """The leaf row x reaches from ``node``: scikit-learn's ``_apply_dense``, left on ``x <= t``."""
     while True:
-        left = nodes[node, LEFT]
+        n = np.uint64(node)  # unsigned: no negative-index wrap-around test on each load
+        left = nodes[n, LEFT]
         if left < 0:
             return node
-        split = nodes[node, SPLIT]
-        v = np.float32(x[split >> 1])
-        step = left + np.int32(not (v <= thresholds[node]))
+        split = nodes[n, SPLIT]
+        v = np.float32(x[np.uint64(split >> 1)])
+        step = left + np.int32(not (v <= thresholds[n]))
         node = left + (split & 1) if v != v else step  # selects, no branch to mispredict
 
 
@@ -168,12 +170,13 @@ def xgb_leaf(nodes, values, node, x):
     """The leaf row x reaches from ``node``: XGBoost's ``GetNextNode``, ``left + !(x < t)``, NaN to
     the default child."""
     while True:
-        left = nodes[node, LEFT]
+        n = np.uint64(node)
+        left = nodes[n, LEFT]
         if left < 0:
             return node
-        split = nodes[node, SPLIT]
-        v = np.float32(x[split >> 1])
-        step = left + np.int32(not (v < values[node]))
+        split = nodes[n, SPLIT]
+        v = np.float32(x[np.uint64(split >> 1)])
+        step = left + np.int32(not (v < values[n]))
         node = left + (split & 1) if v != v else step
 
 
@@ -380,6 +383,52 @@ def lstm_window_proba(w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration,
     return calibrate(calibration, np.float64(_sigmoid32(logit)))
 
 
+@njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH)
+def lstm_carried_proba(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration, ring, state, x):
+    """The carried-state LSTM (``LSTMModel`` with ``state="carried"``): one step per row, h and c kept
+    in the ring from the stream's first row; the calibrated probability of the head on the top h.
+    A row with a NaN or infinite feature gives NaN and leaves h and c as they were (the model's
+    definition: such a row is not part of the sequence). Cost: ``layers`` cell steps."""
+    for j in range(x.shape[0]):
+        if not math.isfinite(x[j]):
+            return math.nan
+    layers, hidden, gates = w_hh.shape[0], w_hh.shape[1], w_hh.shape[2]
+    window = int(state[RING_WINDOW])
+    scratch = window * gates
+    hs = ring[scratch:scratch + layers * hidden]
+    cs = ring[scratch + layers * hidden:scratch + 2 * layers * hidden]
+    work = ring[scratch + 2 * layers * hidden:scratch + 2 * layers * hidden + gates]
+    inputs = ring[scratch + 2 * layers * hidden + gates:scratch + 2 * layers * hidden + 2 * gates]
+    x_proj = ring[:gates]
+    lstm_project(mean, std, w_ih0, b_ih[0], x, x_proj)
+    first = state[RING_ROWS] == 0
+    if first:
+        hs[:] = 0.0
+        cs[:] = 0.0
+    for layer in range(layers):
+        h = hs[layer * hidden:(layer + 1) * hidden]
+        c = cs[layer * hidden:(layer + 1) * hidden]
+        if layer == 0:
+            lstm_cell(x_proj, w_hh[layer], b_hh[layer], h, c, work, first)
+        else:
+            below = hs[(layer - 1) * hidden:layer * hidden]
+            inputs[:] = 0.0
+            for j in range(hidden):
+                bj = below[j]
+                for u in range(gates):
+                    inputs[u] += bj * w_ih_upper[layer - 1, j, u]
+            for u in range(gates):
+                inputs[u] += b_ih[layer, u]
+            lstm_cell(inputs, w_hh[layer], b_hh[layer], h, c, work, first)
+    state[RING_ROWS] += 1
+    top = hs[(layers - 1) * hidden:layers * hidden]
+    logit = np.float32(0.0)
+    for u in range(hidden):
+        logit += top[u] * head_w[u]
+    logit = logit + head_b[0]
+    return calibrate(calibration, np.float64(_sigmoid32(logit)))
+
+
 # -- batches (the backtester: every row of a matrix, rows in time order) --------------------------
 
 @njit(cache=True, error_model="numpy")
@@ -391,39 +440,6 @@ def logistic_proba_batch(mean, scale, coef, intercept, calibration, X):
 
 
 @njit(cache=True, error_model="numpy")
-def forest_proba_batch(nodes, thresholds, leaf_values, roots, calibration, X):
-    """Trees outer, a block of rows inner (a tree stays in cache while the block goes through it);
-    each row's sum still runs in tree order from 0.0, so each value is ``forest_proba``'s."""
-    n, trees = X.shape[0], roots.shape[0]
-    out = np.zeros(n)
-    for start in range(0, n, BATCH_BLOCK):
-        stop = min(start + BATCH_BLOCK, n)
-        for t in range(trees):
-            for i in range(start, stop):
-                out[i] += leaf_values[forest_leaf(nodes, thresholds, roots[t], X[i])]
-        for i in range(start, stop):
-            out[i] = calibrate(calibration, out[i] / trees)
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def xgb_proba_batch(nodes, values, roots, base_margin, calibration, X):
-    """Blocked as ``forest_proba_batch``; each row's float32 margin is ``xgb_margin``'s."""
-    n = X.shape[0]
-    out = np.empty(n)
-    margin = np.empty(BATCH_BLOCK, dtype=np.float32)
-    for start in range(0, n, BATCH_BLOCK):
-        stop = min(start + BATCH_BLOCK, n)
-        margin[:] = base_margin[0]
-        for t in range(roots.shape[0]):
-            for i in range(start, stop):
-                margin[i - start] = margin[i - start] + values[xgb_leaf(nodes, values, roots[t], X[i])]
-        for i in range(start, stop):
-            out[i] = calibrate(calibration, np.float64(xgb_sigmoid(margin[i - start])))
-    return out
-
-
-@njit(cache=True, error_model="numpy")
 def lstm_proba_batch(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration, window, X):
     """Row i reads rows i - window + 1 .. i of X, the first row repeated before the start."""
     ring, state = new_lstm_ring(window, w_hh.shape[1], w_hh.shape[0])
@@ -431,4 +447,15 @@ def lstm_proba_batch(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, hea
     for i in range(X.shape[0]):
         lstm_push(mean, std, w_ih0, b_ih[0], ring, state, X[i])
         out[i] = lstm_window_proba(w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration, ring, state)
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def lstm_carried_proba_batch(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration, X):
+    """Row i after rows 0 .. i-1 (their finite ones) with the state carried: ``lstm_carried_proba``'s."""
+    ring, state = new_lstm_ring(1, w_hh.shape[1], w_hh.shape[0])
+    out = np.empty(X.shape[0])
+    for i in range(X.shape[0]):
+        out[i] = lstm_carried_proba(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration,
+                                    ring, state, X[i])
     return out

@@ -18,7 +18,9 @@
 - lstm: the standardisation (``mean``, ``std`` float64), the weights float32 and transposed to
   ``[inputs, 4 * hidden]`` (``w_ih0``; ``w_ih_upper`` ``[layers - 1, hidden, 4 * hidden]``;
   ``w_hh`` ``[layers, hidden, 4 * hidden]``), biases ``b_ih``/``b_hh`` ``[layers, 4 * hidden]``,
-  the head ``head_w`` ``[hidden]``, ``head_b`` ``[1]``, and ``window`` int32 ``[1]``.
+  the head ``head_w`` ``[hidden]``, ``head_b`` ``[1]``, ``window`` int32 ``[1]`` and ``carried``
+  int32 ``[1]`` (1: the state is carried row to row, ``LSTMModel`` ``state="carried"``; absent in
+  exports written before it, read as 0: each row's window from a zero state).
 - every kind: ``calibration`` float64 ``[method, a, b, n, knots_x[n], knots_y[n]]``
   (pipeline.models.compiled.evaluators).
 
@@ -51,8 +53,10 @@ MEMBER_ARRAYS: dict[str, dict[str, type]] = {
             "calibration": np.float64},
     "lstm": {"mean": np.float64, "std": np.float64, "w_ih0": np.float32, "w_ih_upper": np.float32,
              "w_hh": np.float32, "b_ih": np.float32, "b_hh": np.float32, "head_w": np.float32,
-             "head_b": np.float32, "calibration": np.float64, "window": np.int32},
+             "head_b": np.float32, "calibration": np.float64, "window": np.int32, "carried": np.int32},
 }
+# Arrays added after format 1 was first written, with the value that reproduces what older exports meant.
+OPTIONAL_ARRAYS: dict[str, dict[str, np.ndarray]] = {"lstm": {"carried": np.array([0], dtype=np.int32)}}
 _CAL_CODES = {"none": CAL_NONE, "isotonic": CAL_ISOTONIC, "platt": CAL_PLATT}
 
 
@@ -174,12 +178,14 @@ def _lstm(model) -> dict[str, np.ndarray]:
         "b_ih": np.stack(per_layer("bias_ih")), "b_hh": np.stack(per_layer("bias_hh")),
         "head_w": state["head.weight"][0], "head_b": state["head.bias"],
         "window": np.array([p["window"]]),
+        "carried": np.array([int(p.get("state", "window") == "carried")]),
     }
 
 
 def check_member_arrays(kind: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays a kind needs, C-contiguous in their dtypes; raises on a missing or extra one."""
     spec = MEMBER_ARRAYS[kind]
+    arrays = {**OPTIONAL_ARRAYS.get(kind, {}), **arrays}
     if set(arrays) != set(spec):
         raise ValueError(f"{kind}: arrays {sorted(arrays)}, expected {sorted(spec)}")
     arrays = {name: np.ascontiguousarray(arrays[name], dtype=dtype) for name, dtype in spec.items()}

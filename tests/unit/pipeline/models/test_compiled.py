@@ -56,6 +56,8 @@ VARIANTS = [
     ("lstm", {"window": 1, "hidden": 4, "max_epochs": 2}, "platt", True),
     ("lstm", {"window": 8, "hidden": 16, "layers": 2, "max_epochs": 2}, "isotonic", True),
     ("lstm", {"window": 3, "hidden": 8, "layers": 3, "max_epochs": 1}, "none", False),
+    ("lstm", {"state": "window", "window": 4, "hidden": 8, "max_epochs": 3, "batch_size": 128}, "isotonic", True),
+    ("lstm", {"state": "window", "window": 8, "hidden": 16, "layers": 2, "max_epochs": 2}, "isotonic", True),
 ]
 
 
@@ -156,7 +158,7 @@ def test_compiled_member_gives_the_library_probabilities(fitted, signal_data):
 def test_nan_semantics_per_kind(fitted, signal_data):
     """The wrapper rejects NaN; the compiled path does what the library does: trees send NaN down the
     missing branch, the logistic regression's probability is NaN, the LSTM's is NaN while the NaN
-    row is in its window."""
+    row is in its window, or (state carried) at that row only: the state passes it unchanged."""
     X = all_rows(signal_data)[:400].copy()
     with pytest.raises(ValueError, match="NaN"):
         fitted.predict_proba(hard_rows(X, seed=3))
@@ -170,8 +172,27 @@ def test_nan_semantics_per_kind(fitted, signal_data):
     elif fitted.kind == "logistic":
         assert np.flatnonzero(np.isnan(p)).tolist() == [100]
     else:
-        window = fitted.params["window"]
+        window = fitted.params["window"] if fitted.params["state"] == "window" else 1
         assert np.flatnonzero(np.isnan(p)).tolist() == list(range(100, 100 + window))
+        if window == 1:  # as if the row were not there
+            np.testing.assert_array_equal(np.delete(p, 100), member_proba_batch("lstm", arrays, np.delete(X, 100, 0)))
+
+
+def test_the_per_tick_walk_gives_the_batch_values_bit_for_bit(fitted, signal_data):
+    """Per tick the trees walk eight at a time over the walk table (leaves loop to themselves) and
+    the LSTM steps its ring; each value is the batch evaluator's, NaN rows, extremes, a split's
+    exact threshold and tree counts that are not a multiple of eight included."""
+    X = all_rows(signal_data)
+    arrays = export_model(fitted)
+    rows = [hard_rows(X, seed=6), hard_rows(X, seed=7, nan_share=0.0)]
+    if fitted.kind in ("forest", "xgb"):
+        rows.append(threshold_rows(X, fitted, arrays, seed=8))
+    header = {"members": [{"name": "m", "kind": fitted.kind, "weight": 1.0}], "n_features": X.shape[1],
+              "feature_names": [f"f{i}" for i in range(X.shape[1])]}
+    for R in rows:
+        compiled = CompiledEnsemble({"header": header, "arrays": {"m": arrays}})
+        ticks = np.array([compiled.proba_tick(r) for r in R])
+        np.testing.assert_array_equal(ticks, member_proba_batch(fitted.kind, arrays, R))
 
 
 def test_exported_arrays_have_the_documented_shapes(fitted):
@@ -292,7 +313,8 @@ def test_a_nan_feature_makes_the_tick_nan_while_the_lstm_sees_it(ensemble, signa
     X = all_rows(signal_data)[:50].copy()
     X[10, 3] = np.nan
     p = CompiledEnsemble(export_ensemble(ensemble)).proba_batch(X)
-    window = ensemble.members["lstm"].params["window"]
+    lstm = ensemble.members["lstm"].params
+    window = lstm["window"] if lstm["state"] == "window" else 1
     assert np.flatnonzero(np.isnan(p)).tolist() == list(range(10, 10 + window))
 
 

@@ -118,8 +118,14 @@ def test_xgb_early_stops_on_the_validation_fold(fitted, quick):
     assert info["scale_pos_weight"] > 1.5  # ~30 % positives
 
 
-def test_lstm_reads_only_its_window_of_past_rows(fitted, signal_data):
-    model: LSTMModel = fitted["lstm"]
+@pytest.fixture(scope="module")
+def window_lstm(signal_data, quick):
+    (X, y), (Xv, yv), _ = signal_data
+    return make_model("lstm", {**quick["lstm"], "state": "window"}, seed=SEED).fit(X, y, Xv, yv)
+
+
+def test_lstm_reads_only_its_window_of_past_rows(window_lstm, signal_data):
+    model: LSTMModel = window_lstm
     window = model.params["window"]
     _, _, (Xt, _) = signal_data
     X = Xt[:200].copy()
@@ -133,13 +139,43 @@ def test_lstm_reads_only_its_window_of_past_rows(fitted, signal_data):
     assert model.raw_proba(changed)[i] != p[i]
 
 
-def test_lstm_pads_the_first_windows_with_the_first_row(fitted, signal_data):
-    model: LSTMModel = fitted["lstm"]
+def test_lstm_pads_the_first_windows_with_the_first_row(window_lstm, signal_data):
+    model: LSTMModel = window_lstm
     window = model.params["window"]
     _, _, (Xt, _) = signal_data
     X = Xt[:50]
     padded = np.concatenate([np.repeat(X[:1], window - 1, axis=0), X])
     np.testing.assert_array_equal(model.raw_proba(padded)[window - 1:], model.raw_proba(X))
+
+
+def test_carried_lstm_reads_every_past_row_and_no_future_one(fitted, signal_data):
+    """State carried: row i is the sequence's prefix 0..i run one step per row (what a live model
+    taking one step per tick holds), so an old row counts and a future row does not."""
+    model: LSTMModel = fitted["lstm"]
+    assert model.params["state"] == "carried"
+    _, _, (Xt, _) = signal_data
+    X = Xt[:300].copy()
+    p = model.raw_proba(X)
+    for i in (0, 7, 150, 299):
+        np.testing.assert_allclose(model.raw_proba(X[: i + 1])[-1], p[i], rtol=0, atol=1e-7)
+    changed = X.copy()
+    changed[151:] += 5.0
+    np.testing.assert_allclose(model.raw_proba(changed)[:151], p[:151], rtol=0, atol=1e-7)
+    changed[0] += 1.0  # far older than any window
+    assert np.abs(model.raw_proba(changed)[1:10] - p[1:10]).max() > 1e-6
+
+
+def test_an_lstm_saved_before_the_state_param_reads_windows(window_lstm, signal_data, tmp_path):
+    _, _, (Xt, _) = signal_data
+    path = window_lstm.save(tmp_path / "m")
+    meta = json.loads((path / "model.json").read_text())
+    del meta["params"]["state"]
+    (path / "model.json").write_text(json.dumps(meta))
+    loaded = Model.load(path)
+    assert loaded.params["state"] == "window"
+    np.testing.assert_array_equal(loaded.predict_proba(Xt), window_lstm.predict_proba(Xt))
+    with pytest.raises(ValueError, match="state 'x'"):
+        make_model("lstm", {"state": "x"}).fit(Xt[:200], (Xt[:200, 0] > 0).astype(int))
 
 
 def test_lstm_restores_the_callers_torch_settings(signal_data, quick):
