@@ -37,7 +37,7 @@ def train_command(
     with user_errors():
         if prefect:
             results = retrain_flow_for(cfg)(symbols=list(symbol or []) or None, trials=trials, timeout_s=timeout,
-                                            ingest=ingest, force=force, config_path=config_path)
+                                            ingest=ingest, force=force, config_path=config_path, trigger="manual")
         else:
             if ingest:
                 raise typer.BadParameter("--ingest needs the Prefect flow; run `autoscalp ingest` first")
@@ -72,6 +72,14 @@ def print_summary(result: dict) -> None:
     if registered:
         stdout.print(f"registered {registered['name']} version {registered['version']} "
                      f"(alias {registered['alias']}: {registered['uri']})")
+    feedback = result.get("feedback") or {}
+    live = feedback.get("metrics") or {}
+    if live:
+        stdout.print(f"serving champion v{feedback['params'].get('champion_version')} live: {live['fills']} fills, "
+                     f"net PnL {live['net_pnl_usdt']:+.2f} USDT (fees {live['fees_usdt']:.2f}), hit rate "
+                     f"{_f(live.get('hit_rate', float('nan')))}")  # fmt: skip
+    for note in feedback.get("notes", ()):
+        stdout.print(f"[dim]live feedback: {note}[/]")
     promotion = result.get("promotion")
     if promotion:
         verdict = "promoted to champion" if promotion["promote"] else "not promoted"
@@ -118,12 +126,28 @@ def ui_command(
 
 def schedule_command(config: ConfigOption = None) -> None:
     """Register the ingest and retrain deployments with their schedules (config `schedule`) and serve
-    them until Ctrl-C. Uses PREFECT_API_URL when set, else Prefect's local server."""
-    from flows.schedule import serve_deployments
+    them until Ctrl-C; with `schedule.work_pool` set, deploy them to that Prefect work pool instead and
+    return (`prefect worker start --pool NAME` runs them). Uses PREFECT_API_URL when set, else Prefect's
+    local server (a work pool needs a running server: set PREFECT_API_URL)."""
+    from flows.schedule import deploy_to_pool, serve_deployments
 
     cfg = _config(config)
+    config_path = str(config.resolve()) if config else None
     with user_errors():
-        serve_deployments(cfg, str(config.resolve()) if config else None)
+        pool = cfg.schedule.work_pool
+        if not pool:
+            serve_deployments(cfg, config_path)
+            return
+        from prefect.settings import get_current_settings
+
+        from pipeline.errors import AutoscalpError
+
+        if not get_current_settings().api.url:
+            raise AutoscalpError(f"schedule.work_pool is {pool!r}: deployments for workers need a running "
+                                 "Prefect server; set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+        ids = deploy_to_pool(cfg, config_path)
+        stdout.print(f"deployed {len(ids)} deployments (ingest, retrain) to work pool {pool!r}; run them with "
+                     f"`prefect worker start --pool {pool}` where autoscalp is installed")
 
 
 def register(app: typer.Typer) -> None:

@@ -35,6 +35,7 @@ import numpy as np
 from pipeline.config import AppConfig
 from pipeline.models.base import Model, make_model
 from pipeline.models.ensemble import MEMBERS, Ensemble
+from pipeline.monitoring.drift import reference_bins
 from pipeline.training import metrics, tracking
 from pipeline.training.data import TrainingDataError, TrainingTable
 from pipeline.training.registry import Registered, log_ensemble, model_name, register_challenger, symbol_slug
@@ -77,6 +78,8 @@ class CycleResult:
     timings: dict[str, float]
     registered: Registered | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    trigger: str = "manual"  # why the cycle ran: schedule, manual, "drift: ..."
+    feedback: dict | None = None  # the serving champion's live outcomes (pipeline.monitoring.feedback)
     fitted: Ensemble | None = field(default=None, repr=False, compare=False)  # the registered ensemble, in memory
 
     def to_dict(self) -> dict:
@@ -172,12 +175,16 @@ def retrain(
     fixed_params: Mapping[str, Mapping[str, Any]] | None = None,
     selection: dict | None = None,
     timings: Mapping[str, float] | None = None,
+    trigger: str = "manual",
+    feedback: Mapping[str, Any] | None = None,
 ) -> CycleResult:
     """Run one cycle (see the module docstring) and return what it found and registered.
 
     ``fixed_params`` pins params per kind (not tuned), e.g. a small forest in a quick run;
     ``selection`` (the features build's selection dict) is logged as an artefact; ``timings``
-    (e.g. the features step's seconds) are added to the cycle's."""
+    (e.g. the features step's seconds) are added to the cycle's. ``trigger`` (why it ran) is tagged
+    ``autoscalp.trigger``; ``feedback`` (the serving champion's live outcomes,
+    ``pipeline.monitoring.feedback.champion_feedback``) is logged on the run: reported, not trained on."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -209,13 +216,14 @@ def retrain(
         "mlflow.source.git.commit": tracking.git_sha(),
         "autoscalp.git_sha": tracking.git_sha(),
     }
+    run_tags = {**tags, "autoscalp.trigger": trigger[:500]}  # the parent run only: not the version's tags
     client = MlflowClient()
     X, y, threshold = table.X, table.y, training.decision_threshold
     times: dict[str, float] = dict(timings or {})
     results: dict[str, dict] = {}
     members: dict[str, Model] = {}
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"retrain {table.symbol}", tags=tags) as parent:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"retrain {table.symbol}", tags=run_tags) as parent:
         mlflow.log_params({
             "symbol": table.symbol, "rows": table.rows, "features": len(table.feature_names),
             "folds": training.walk_forward.folds, "trials": training.tuning.trials,
@@ -227,6 +235,8 @@ def retrain(
         mlflow.log_dict({"names": list(table.feature_names), **({"selection": selection} if selection else {})},
                         "features/selected_features.json")
         mlflow.log_dict(config.model_dump(mode="json"), "config/config.json")
+        if feedback is not None:
+            _log_feedback(feedback)
 
         for kind in kinds:
             with mlflow.start_run(experiment_id=experiment_id, run_name=kind, nested=True, tags={**tags, "autoscalp.model": kind}) as run:
@@ -258,8 +268,10 @@ def retrain(
         comparison = compare(results, oos)
         with mlflow.start_run(experiment_id=experiment_id, run_name="ensemble", nested=True, tags={**tags, "autoscalp.model": "ensemble"}) as run:
             drops = permutation_importance(ensemble, X, y, split.test, training.seed)
+            # what the daemon compares live features with: the rows the models were fitted on
+            reference = reference_bins(X[np.concatenate([split.train, split.validation])], table.feature_names)
             info = _log_ensemble_run(client, run.info.run_id, ensemble, oos, default_oos, results, drops,
-                                     comparison, X[split.test[:5]], tags)
+                                     comparison, X[split.test[:5]], tags, reference)
         times["ensemble_s"] = time.perf_counter() - t0
 
         parent_metrics = {f"{kind}_oos_{k}": v for kind, r in results.items() for k, v in r["oos"].items()}
@@ -285,7 +297,7 @@ def retrain(
         symbol=table.symbol, run_id=parent.info.run_id, experiment_id=experiment_id, tracking_uri=uri,
         dataset=table.dataset, rows=table.rows, split=split.describe(table.ts_ns), models=results,
         ensemble=ensemble_result, comparison=comparison, timings=times, registered=registered, tags=tags,
-        fitted=ensemble,
+        trigger=trigger, feedback=dict(feedback) if feedback is not None else None, fitted=ensemble,
     )
 
 
@@ -321,6 +333,18 @@ def compare(results: Mapping[str, dict], ensemble_oos: Mapping[str, float]) -> d
 
 
 # ---- what each run logs -----------------------------------------------------------------------
+
+
+def _log_feedback(feedback: Mapping[str, Any]) -> None:
+    """The serving champion's live outcomes: numbers as ``live_*`` metrics, the rest as params, all
+    of it as ``feedback/live.json``."""
+    import mlflow
+
+    numbers = {k: v for k, v in feedback.get("metrics", {}).items() if isinstance(v, (int, float))}
+    mlflow.log_metrics(tracking.finite_metrics(numbers, "live_"))
+    mlflow.log_params({f"live_{k}": str(v)[:500] for k, v in feedback.get("params", {}).items()})
+    mlflow.log_dict(dict(feedback), "feedback/live.json")
+
 
 
 def _log_model_run(client, run_id: str, experiment_id: str, kind: str, tuned: TuningResult, model: Model,
@@ -372,7 +396,7 @@ def _log_trials(client, experiment_id: str, model_run_id: str, kind: str, tuned:
 
 def _log_ensemble_run(client, run_id: str, ensemble: Ensemble, oos: dict, default_oos: dict,
                       results: Mapping[str, dict], drops: list[float], comparison: dict, X_example: np.ndarray,
-                      tags: dict[str, str]):  # noqa: ANN202 (MLflow's ModelInfo)
+                      tags: dict[str, str], reference: Any = None):  # noqa: ANN202 (MLflow's ModelInfo)
     import mlflow
 
     mlflow.log_params({f"weight_{k}": v for k, v in ensemble.weights.items()})
@@ -395,4 +419,5 @@ def _log_ensemble_run(client, run_id: str, ensemble: Ensemble, oos: dict, defaul
         directory = ensemble.save(Path(tmp) / "ensemble")
         return log_ensemble(directory, ensemble, X_example,
                             {"symbol": tags["autoscalp.symbol"], "dataset_fingerprint": tags["autoscalp.dataset_fingerprint"],
-                             "git_sha": tags["autoscalp.git_sha"], "model_name": model_name(tags["autoscalp.symbol"])})
+                             "git_sha": tags["autoscalp.git_sha"], "model_name": model_name(tags["autoscalp.symbol"])},
+                            drift_reference=reference)

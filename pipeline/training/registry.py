@@ -21,6 +21,8 @@ version without its alias is left behind.
 from __future__ import annotations
 
 import logging
+import contextlib
+import io
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -66,20 +68,28 @@ def pip_requirements() -> list[str]:
     return out
 
 
-class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
-    """``mlflow.pyfunc`` face of a saved ``Ensemble`` directory."""
+# MLflow warns at every PythonModel subclass' definition that predict() has no type hints (it would
+# validate inputs against them), forcing the warning past any filter; the signature logged with the
+# model already describes the input, so it would only be noise on every command's stderr.
+with contextlib.redirect_stderr(io.StringIO()):
 
-    def load_context(self, context) -> None:  # noqa: ANN001 (MLflow's PythonModelContext)
-        from pipeline.models.ensemble import Ensemble
+    class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
+        """``mlflow.pyfunc`` face of a saved ``Ensemble`` directory."""
 
-        self.ensemble = Ensemble.load(context.artifacts[ARTIFACT_KEY])
+        def load_context(self, context) -> None:  # noqa: ANN001 (MLflow's PythonModelContext)
+            from pipeline.models.ensemble import Ensemble
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 (MLflow's signature)
-        return self.ensemble.predict_frame(model_input)
+            self.ensemble = Ensemble.load(context.artifacts[ARTIFACT_KEY])
+
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 (MLflow's signature)
+            return self.ensemble.predict_frame(model_input)
 
 
-def log_ensemble(ensemble_dir: Path, ensemble: Any, X_example: np.ndarray, extra_metadata: dict) -> Any:
-    """Log the ensemble as a pyfunc model into the active run; returns MLflow's ``ModelInfo``."""
+def log_ensemble(ensemble_dir: Path, ensemble: Any, X_example: np.ndarray, extra_metadata: dict,
+                 drift_reference: Any = None) -> Any:
+    """Log the ensemble as a pyfunc model into the active run; returns MLflow's ``ModelInfo``.
+    ``drift_reference`` (pipeline.monitoring.drift.ReferenceBins of the training rows) is saved
+    beside ``compiled/`` for the daemon's drift metrics."""
     import pandas as pd
     from mlflow.models import infer_signature
 
@@ -87,6 +97,10 @@ def log_ensemble(ensemble_dir: Path, ensemble: Any, X_example: np.ndarray, extra
 
     # The serving form beside the library form: flat arrays the daemon evaluates per tick (no pickle).
     save_compiled(ensemble, Path(ensemble_dir) / COMPILED_DIR)
+    if drift_reference is not None:
+        from pipeline.monitoring.drift import save_reference
+
+        save_reference(drift_reference, ensemble_dir)
     columns = list(ensemble.feature_names)
     example = pd.DataFrame(X_example, columns=columns)
     signature = infer_signature(example, ensemble.predict_frame(example))
@@ -127,7 +141,9 @@ def register_challenger(model_uri: str, symbol: str, tags: dict[str, str], run_i
             client.get_registered_model(name)
         except MlflowException:
             client.create_registered_model(name, description=f"autoscalp ensemble for {symbol}")
-        version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+        # a tracking server accepts a models:/<id> source only with that model_id (the SQLite store does not check)
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, model_id=model_id)
     except MlflowException as exc:
         raise RegistryError(f"registering {name}: {str(exc).splitlines()[0]}") from None
     try:

@@ -33,10 +33,10 @@ from numba import njit
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from pipeline.monitoring.drift import PSI_EPS, ReferenceBins, psi, reference_bins  # noqa: F401 (re-exported)
 from serving.risk.kill_switch import STATES
 
 LATENCY_BUCKETS_US = (1, 2, 5, 10, 15, 20, 30, 50, 100, 200, 500, 1000)
-PSI_EPS = 1e-4  # an empty bin's share: PSI is undefined at 0 (a common floor)
 NAN = math.nan
 
 
@@ -60,44 +60,6 @@ def latency_quantile_us(counts: Sequence[int], q: float) -> float:
 
 
 # ---- feature drift ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReferenceBins:
-    """Per feature, inner bin edges ([k, bins - 1], ascending) and the training rows' share in each
-    bin ([k, bins]). Bin b holds edges[b - 1] <= x < edges[b] (``np.searchsorted`` side right)."""
-
-    names: tuple[str, ...]
-    edges: np.ndarray
-    expected: np.ndarray
-
-    def to_json(self) -> dict[str, Any]:
-        return {"names": list(self.names), "edges": self.edges.tolist(), "expected": self.expected.tolist()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ReferenceBins:
-        return cls(tuple(data["names"]), np.asarray(data["edges"], float), np.asarray(data["expected"], float))
-
-
-def reference_bins(X: np.ndarray, names: Sequence[str], bins: int = 10) -> ReferenceBins:
-    """Quantile bins of training rows X ([rows, k], NaN ignored) and their shares: what a version
-    should carry from its registration for ``DriftMonitor``."""
-    X = np.asarray(X, dtype=np.float64)
-    qs = np.arange(1, bins) / bins
-    edges = np.nanquantile(X, qs, axis=0).T.copy()  # [k, bins - 1]
-    expected = np.empty((X.shape[1], bins))
-    for j in range(X.shape[1]):
-        column = X[:, j][np.isfinite(X[:, j])]
-        counts = np.bincount(np.searchsorted(edges[j], column, side="right"), minlength=bins)
-        expected[j] = counts / max(len(column), 1)
-    return ReferenceBins(tuple(names), edges, expected)
-
-
-def psi(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Population stability index per row of [k, bins] shares: sum (a - e) ln(a / e)."""
-    a = np.maximum(actual, PSI_EPS)
-    e = np.maximum(expected, PSI_EPS)
-    return ((a - e) * np.log(a / e)).sum(axis=1)
 
 
 @njit(cache=True, error_model="numpy")
@@ -124,7 +86,8 @@ class DriftMonitor:
     """PSI of each reference feature over the last ``window`` sampled rows (every ``every``-th call)."""
 
     def __init__(self, reference: ReferenceBins, vector_names: Sequence[str], window: int = 5000,
-                 every: int = 10) -> None:  # fmt: skip
+                 every: int = 10, min_rows: int = 1) -> None:  # fmt: skip
+        self.min_rows = min_rows  # fewer sampled rows of a feature: its PSI is NaN (too noisy to say)
         index = {name: i for i, name in enumerate(vector_names)}
         missing = [n for n in reference.names if n not in index]
         if missing:
@@ -157,8 +120,13 @@ class DriftMonitor:
         counts, valid = self._counts.copy(), self._valid.copy()
         with np.errstate(invalid="ignore", divide="ignore"):
             values = psi(counts / valid[:, None], self.reference.expected)
-        values[valid == 0] = NAN
+        values[valid < max(self.min_rows, 1)] = NAN
         return dict(zip(self.reference.names, values.tolist()))
+
+    def max_psi(self) -> tuple[float, str]:
+        """The largest feature PSI and its feature (NaN, "" while none has enough rows)."""
+        finite = [(v, n) for n, v in self.psi().items() if v == v]
+        return max(finite) if finite else (NAN, "")
 
 
 # ---- live hit rate ---------------------------------------------------------------------------
@@ -235,6 +203,10 @@ class Telemetry:
         self.kill_state, self.kill_reason = STATES[0], ""
         self.models = {s: ModelStatus() for s in self.symbols}
         self.drift: dict[str, DriftMonitor] = {}
+        self.drift_note: dict[str, str] = {}  # why a symbol has no drift monitor ("no drift reference")
+        self.retrain_requests: dict[str, int] = {}  # outcome (prefect | journaled | failed) -> count
+        self.last_retrain_request: dict[str, Any] | None = None
+        self.exported_rows: dict[str, int] = {}  # decisions | fills -> rows exported to the store
         self.hit = {s: HitRate(hit_horizon_s, hit_min_gap_s) for s in self.symbols}
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Collector(self))
@@ -282,11 +254,29 @@ class Telemetry:
         label = runtime.version_label if runtime is not None else "no model"
         self.models[symbol] = ModelStatus(version.version if version is not None else None, label, created, alert)
 
-    def set_drift(self, symbol: str, monitor: DriftMonitor | None) -> None:
+    def set_drift(self, symbol: str, monitor: DriftMonitor | None, note: str = "") -> None:
+        """The trading model's drift monitor, or None and why (``note``)."""
         if monitor is None:
             self.drift.pop(symbol, None)
+            self.drift_note[symbol] = note or "no drift reference"
         else:
             self.drift[symbol] = monitor
+            self.drift_note.pop(symbol, None)
+
+    def note_retrain_request(self, outcome: str, reason: str, detail: str = "") -> None:
+        self.retrain_requests[outcome] = self.retrain_requests.get(outcome, 0) + 1
+        self.last_retrain_request = {"at": self.clock(), "outcome": outcome, "reason": reason, "detail": detail}
+
+    def note_export(self, kind: str, rows: int) -> None:
+        self.exported_rows[kind] = self.exported_rows.get(kind, 0) + rows
+
+    def drift_status(self, symbol: str) -> dict[str, Any]:
+        monitor = self.drift.get(symbol)
+        if monitor is None:
+            return {"note": self.drift_note.get(symbol, "no model")}
+        value, feature = monitor.max_psi()
+        return {"max_psi": value if value == value else None, "feature": feature or None,
+                "rows": int(monitor._valid.max(initial=0))}
 
     def observe_prediction(self, symbol: str, ts_ns: int, mid: float, p_up: float) -> None:
         self.hit[symbol].observe(ts_ns, mid, p_up)
@@ -314,6 +304,8 @@ class Telemetry:
             "last_tick_age_s": self.last_tick_age_s(),
             "ticks": self.ticks,
             "queue_depth": self.queue_depth,
+            "drift": {s: self.drift_status(s) for s in self.symbols},
+            "retrain_request": self.last_retrain_request,
         }
 
     def exposition(self) -> bytes:
@@ -380,3 +372,13 @@ class _Collector:
                 finite = [v for v in values.values() if v == v]
                 drift_max.add_metric([symbol], max(finite) if finite else NAN)
         yield from (position, leverage, version, age, alert, hit_rate, judged, drift, drift_max)
+        requests = CounterMetricFamily("autoscalp_retrain_requests", "Early retrains asked for on drift",
+                                       labels=["outcome"])  # fmt: skip
+        for outcome, count in sorted(t.retrain_requests.items()):
+            requests.add_metric([outcome], count)
+        yield requests
+        exported = CounterMetricFamily("autoscalp_feedback_rows", "Journal rows exported to the store",
+                                       labels=["kind"])  # fmt: skip
+        for kind, count in sorted(t.exported_rows.items()):
+            exported.add_metric([kind], count)
+        yield exported

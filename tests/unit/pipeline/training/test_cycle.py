@@ -77,7 +77,9 @@ def test_slug_and_model_name():
 
 def test_planted_signal_is_found_registered_and_loads_in_a_fresh_process(home):
     table = table_from_frame(planted_frame(), NAMES, symbol=SYMBOL)
-    result = retrain(config(), table, fixed_params=QUICK)
+    feedback = {"metrics": {"fills": 3, "hit_rate": 0.6, "net_pnl_usdt": 1.5}, "params": {"champion_version": 7},
+                "notes": []}  # the serving champion's live outcomes (pipeline.monitoring.feedback)
+    result = retrain(config(), table, fixed_params=QUICK, trigger="drift: psi 0.31 on x0", feedback=feedback)
 
     print({k: round(v["oos"]["auc"], 4) for k, v in result.models.items()}, result.comparison)
     assert result.ensemble["oos"]["auc"] > 0.7
@@ -102,6 +104,15 @@ def test_planted_signal_is_found_registered_and_loads_in_a_fresh_process(home):
         assert parent.data.tags[tag]
     version = client.get_model_version_by_alias(result.registered.name, "challenger")
     assert int(version.version) == 1
+    # why it ran and what the champion did live, on the run; the drift reference, with the version
+    assert parent.data.tags["autoscalp.trigger"] == "drift: psi 0.31 on x0" and "autoscalp.trigger" not in version.tags
+    assert parent.data.metrics["live_fills"] == 3 and parent.data.metrics["live_hit_rate"] == 0.6
+    assert parent.data.params["live_champion_version"] == "7" and result.feedback == feedback
+    from pipeline.monitoring.drift import load_reference
+
+    reference = load_reference(f"models:/{result.registered.name}/1")
+    assert reference.names == tuple(NAMES) and reference.rows == result.split["train_rows"] + result.split["validation_rows"]
+    np.testing.assert_allclose(reference.expected.sum(axis=1), 1.0)
 
     # a fresh process loads models:/autoscalp-BTC-USDT-USDT@challenger and predicts as the ensemble does
     rows = planted_frame(n=300, seed=5)[NAMES]
