@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from typing import Annotated, Optional
 
 import typer
@@ -28,6 +26,7 @@ def serve_command(
     """Trade: a feed through the features, the champion ensemble, the engine and the risk managers
     to the paper broker (the simulated venue); journaled in SQLite, /health and /metrics over HTTP,
     the champion swapped in when a new one is promoted."""
+    from flows.serve_view import daemon_view, view_mode
     from serving.daemon.build import build_daemon
 
     cfg = _config(config)
@@ -44,9 +43,9 @@ def serve_command(
         daemon.install_signal_handlers()
         stdout.print(f"serving {sym}: feed {serve.feed}, broker {serve.broker}, "
                      f"http://{serve.host}:{daemon.control.port} (/health, /metrics); Ctrl-C stops")  # fmt: skip
-        if not as_json and stdout.is_terminal:
-            threading.Thread(target=_status_lines, args=(daemon,), daemon=True).start()
+        view = daemon_view(daemon, stdout, view_mode(as_json, stdout.is_terminal)).start()
         stats = daemon.run(duration)
+        view.join()
         daemon.control.stop()
     summary = {"stopped_because": stats.stopped_because, "events": stats.events, "quotes": stats.quotes,
                "trades": stats.trades, "orders": stats.orders, "fills": stats.fills, "swaps": stats.swaps,
@@ -65,15 +64,6 @@ def _reasons(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         reasons.append(f"serve.{'.'.join(map(str, error['loc']))}: {message}" if error["loc"] else message)
     return "; ".join(reasons)
-
-
-def _status_lines(daemon) -> None:  # noqa: ANN001
-    while daemon.telemetry.state not in ("stopping", "stopped"):
-        time.sleep(5)
-        h = daemon.telemetry.health()
-        stdout.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {h.get('state')} ticks {h.get('ticks')} "
-                     f"kill {h.get('kill_switch')} model {daemon.watcher.status().get('model')} "
-                     f"equity {h.get('equity_usdt')}")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,8 @@ Driving it (a backtester or the daemon)::
     record = engine.on_funding(payment)        # a funding settlement on our position
     record = engine.on_clock(ts_ns)            # timer: stale data, timeouts (e.g. every 100 ms)
     record = engine.halt(ts_ns, reason) / engine.pause(ts_ns, reason) / engine.resume(ts_ns)  # the operator
+    engine.warming = "why"                     # a model warming up: no new exposure, no model failure
+    record = engine.retune(config, ts_ns)      # another version's strategy parameters, when flat
 
 Each returns a DecisionRecord, or None when nothing happened (unless ``record_every_tick``). The
 venue applies ``record.cancels`` first, then ``record.orders``.
@@ -56,6 +58,18 @@ class UnknownSymbolError(AutoscalpError):
     """An event for a symbol the engine was not given market limits for."""
 
 
+class RetuneError(AutoscalpError):
+    """Engine parameters that cannot change while trading (``Engine.retune``)."""
+
+
+# What ``retune`` may change while trading: the strategies' parameters, routing and the leverage
+# rules (what strategy tuning searches). The rest shapes state the engine holds (risk limits, the
+# regime filter, the feature roles, the portfolio's win-rate window, the exposure cap) and waits for a
+# restart.
+RETUNABLE = frozenset({"market_making", "mean_reversion", "momentum_breakout", "routing", "leverage"})
+_LEVERAGE_FIXED = ("portfolio_exposure_cap", "win_rate_window", "win_rate_min_trades")
+
+
 class Engine:
     def __init__(self, config: EngineConfig, feature_names: Sequence[str], markets: Iterable[MarketLimits],
                  equity_usdt: float) -> None:  # fmt: skip
@@ -90,6 +104,10 @@ class Engine:
         self._trim = 1.0 + lev.trim_tolerance
         self._record_all = config.record_every_tick
         self.paused = ""  # the operator's reason while paused (pause()); empty: not paused
+        # Why the model cannot be judged yet (the daemon sets it while a model warms up after a start):
+        # its missing P(up) is no model failure, nothing new opens, positions are managed and keep
+        # their stops. Empty: the model counts.
+        self.warming = ""
         self._ex = Execution(
             self.risk, self.portfolio, self._states, config.client_id_prefix, risk.max_notional_usdt,
             lev.portfolio_exposure_cap, self._liq_buffer, risk.default_stop_loss_bps * 1e-4,
@@ -266,6 +284,45 @@ class Engine:
         self.feature_names, self._index, self._pick = resolve_roles(self.config.features, feature_names)
         self.vector_names = tuple(feature_names)
 
+    def retune(self, config: EngineConfig, ts_ns: int) -> DecisionRecord | None:
+        """Trade on with ``config``'s strategy parameters (a new champion's tuned ones; its
+        ``client_id_prefix`` is ignored). Only while no symbol holds a position: an open position's
+        stop, trailing rule and leverage come from the parameters it was opened with, so changing
+        them under it would change a risk already taken. Resting entries and quotes stay; the
+        strategy of the same name in the new parameters owns them. Raises ``RetuneError`` when a
+        position is open or ``config`` differs outside ``RETUNABLE``."""
+        config = config.model_copy(update={"client_id_prefix": self.config.client_id_prefix})
+        old, new = self.config.model_dump(), config.model_dump()
+        fixed = [k for k in new if new[k] != old[k] and k not in RETUNABLE]
+        fixed += [f"leverage.{k}" for k in _LEVERAGE_FIXED if new["leverage"][k] != old["leverage"][k]]
+        if fixed:
+            raise RetuneError(f"engine parameters {', '.join(fixed)} cannot change while trading "
+                              "(a restart applies them)")  # fmt: skip
+        held = [st.symbol for st in self._states if st.position.qty != 0.0]
+        if held:
+            raise RetuneError(f"positions open in {', '.join(held)}: strategy parameters change only when flat")
+        now = self._advance(ts_ns)
+        changes = _changes(old, new)
+        self.config = config
+        self.strategies = strategies = build_strategies(config)
+        self._routes = tuple(tuple(strategies[n] for n in getattr(config.routing, r)) for r in REGIMES)
+        lev, previous = config.leverage, self.leverage
+        self.leverage = LeverageManager(lev)
+        # an emergency cut in force stays in force, and its drawdown steps stay taken
+        self.leverage.emergency_until_ns, self.leverage._dd_steps = previous.emergency_until_ns, previous._dd_steps
+        self._trim = 1.0 + lev.trim_tolerance
+        for st in self._states:
+            st.cap = min(st.market.max_leverage, lev.symbol_caps.get(st.symbol, lev.default_symbol_cap),
+                         lev.portfolio_exposure_cap)  # fmt: skip
+            if st.owner is not None:
+                st.owner = strategies[st.owner.name]
+            for working in st.orders.by_id.values():
+                if working.strategy is not None:
+                    working.strategy = strategies[working.strategy.name]
+        self._ex.notes.append(f"strategy parameters: {'; '.join(changes) or 'unchanged'}")
+        self._health(now)
+        return self._emit(None, "retune")
+
     def pause(self, ts_ns: int, reason: str) -> DecisionRecord | None:
         """The operator pauses: nothing new is opened and resting entries and quotes are pulled, but
         open positions keep their stops and exits (``halt`` closes them instead)."""
@@ -300,12 +357,14 @@ class Engine:
         if entry is not None and view.ts_ns - entry.placed_ns >= entry.strategy.entry_timeout_ns:
             self._ex.cancel(st, entry)
             entry = None
-        if not view.finite or self.paused:  # no signal (or the operator paused): no new exposure
+        if not view.finite or self.paused or self.warming:  # no signal, paused or warming: no new exposure
             self._ex.pull(st, orders.entry, orders.bid, orders.ask)
             return
         allowed = self._routes[st.regime.regime]
         owner = st.owner
         if st.position.qty != 0.0:
+            if owner is None and allowed:  # a position no strategy of ours opened (resumed after a restart):
+                owner = self._adopt(st, allowed[0])  # the regime's first strategy manages it to flat
             if owner is not None and owner.makes_markets:
                 self._ex.quote(st, view, owner, owner not in allowed)
             return
@@ -342,7 +401,7 @@ class Engine:
             self._ex.exit(st, abs(qty), tag, f"trailing take-profit at {st.trail.level:.6g}")
         elif owner is not None and not owner.makes_markets and owner.should_exit(view, side):
             self._ex.exit(st, abs(qty), tag, f"{owner.name} exit signal")
-        else:
+        elif not self.warming:  # (while a model warms the leverage's inputs are cold: no trim to 0x)
             allowed = self._ex.capacity(st)
             if abs(qty) * view.mid > allowed * self._trim:
                 trim = min(abs(qty), st.market.ceil_qty(abs(qty) - allowed / view.mid))
@@ -375,7 +434,7 @@ class Engine:
             if st.last_ts < stale_before:
                 trouble = f"stale market data: {st.symbol} silent for {(now - st.last_ts) // _MS} ms"
                 break
-            if st.model_bad:
+            if st.model_bad and not self.warming:
                 trouble = f"model failure on {st.symbol}"
         kill, portfolio = self.kill, self.portfolio
         if now >= portfolio.next_day_ns:
@@ -396,6 +455,12 @@ class Engine:
             self._ex.notes.append(note)
             for st in self._states:
                 self._reduce(st)
+
+    def _adopt(self, st: SymbolState, strategy):  # noqa: ANN001, ANN202
+        """``strategy`` takes over a position without an owner, with its trailing rule from now."""
+        self._set_owner(st, strategy)
+        st.trail = TrailingStop(strategy.trailing, 1 if st.position.qty > 0.0 else -1, st.position.entry)
+        return strategy
 
     def _set_owner(self, st: SymbolState, strategy) -> None:
         if strategy is not st.owner:
@@ -439,3 +504,15 @@ class Engine:
         ex.vetoes.clear()
         ex.notes.clear()
         return record
+
+
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``path old -> new`` for each value that differs between two dumped configs."""
+    out = []
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            out += _changes(before, value, f"{prefix}{key}.")
+        elif value != before:
+            out.append(f"{prefix}{key} {before!r} -> {value!r}")
+    return out

@@ -28,31 +28,36 @@ def market_limits(symbol: str, backtest: Any, venue: Any) -> MarketLimits:
 
 
 def build_feed(serve: ServeConfig, config: Any, symbol: str, path: str | None, store: TickStore,
-               not_before_ns: int = 0):  # noqa: ANN201  # fmt: skip
-    """``not_before_ns``: the paper venue's clock. A synthetic market starts at the wall clock, or
-    after the venue's clock when that is ahead: at a speed above 1 event time runs ahead of the wall
-    clock, and a restarted daemon's market must not go back in the venue's time (its orders would
-    wait in flight until the market caught up, and the venue's fills would date the engine's data
-    stale)."""
+               not_before_ns: int = 0, run: int = 1, last_mid: float = 0.0):  # noqa: ANN201  # fmt: skip
+    """``not_before_ns``: the paper venue's clock; a restarted daemon's market must not go back in
+    the venue's time (its orders would wait in flight until the market caught up, and the venue's
+    fills would date the engine's data stale). A synthetic market starts at the wall clock, or after
+    the venue's clock when that is ahead (at a speed above 1 event time runs ahead of the wall
+    clock), at the venue's ``last_mid`` when it has one, on the path of the journal's ``run``
+    (serving/feeds/synthetic.py). A replay starts at the venue's clock when that lies inside its
+    range, and is shifted by whole days when the venue is past it (``resume_window``)."""
     speed = serve.speed or None
     if serve.feed == "synthetic":
         from serving.feeds.synthetic import SyntheticFeed
 
         now = time.time_ns()
-        return SyntheticFeed(symbol, seed=config.sources.synthetic.seed, speed=speed,
-                             start_price=config.sources.synthetic.start_price,
-                             tick_size=config.sources.synthetic.tick_size, max_events=serve.queue_soft_limit,
-                             start_ns=not_before_ns if not_before_ns > now else None)  # fmt: skip
+        synthetic = config.sources.synthetic
+        return SyntheticFeed(symbol, seed=synthetic.seed, speed=speed,
+                             start_price=last_mid if last_mid > 0.0 else synthetic.start_price,
+                             tick_size=synthetic.tick_size, max_events=serve.queue_soft_limit,
+                             start_ns=not_before_ns if not_before_ns > now else None, run=run)  # fmt: skip
     if serve.feed == "replay":
-        from serving.feeds.replay import ReplayFeed
+        from serving.feeds.replay import ReplayFeed, resume_window
 
         exchange = exchange_of(store, symbol)
         first, last = store_range(store, exchange, symbol)
-        start, end = _range(path, first, last + 1)
-        return ReplayFeed(store, exchange, symbol, start, end, speed=speed, max_events=serve.queue_soft_limit)
-    from serving.feeds.exchange import ExchangeFeed, ExchangeFeedConfig
+        start, end, shift = resume_window(*_range(path, first, last + 1), not_before_ns)
+        return ReplayFeed(store, exchange, symbol, start, end, speed=speed, max_events=serve.queue_soft_limit,
+                          shift_ns=shift)  # fmt: skip
+    from serving.feeds.exchange import ExchangeFeed
 
-    return ExchangeFeed(config.exchange, symbol, ExchangeFeedConfig(max_events=serve.queue_soft_limit))
+    options = serve.exchange_feed.model_copy(update={"max_events": serve.queue_soft_limit})
+    return ExchangeFeed(config.exchange, symbol, options)
 
 
 def build_broker(config: Any, serve: ServeConfig, symbol: str, limits: MarketLimits, home: Any):  # noqa: ANN201
@@ -101,7 +106,9 @@ def _range(path: str | None, first: int, end: int) -> tuple[int, int]:
 def build_daemon(config: Any, serve: ServeConfig, symbol: str, path: str | None = None) -> Daemon:
     """``config``: the product config (flows.config.ProductConfig); ``serve`` may override its section."""
     from pipeline.training.tracking import connect
+    from serving.daemon.feedback import Feedback
     from serving.runtime.http import ControlServer
+    from serving.runtime.model import load_runtime
     from serving.runtime.telemetry import Telemetry
     from serving.runtime.watcher import ChampionWatcher
     from serving.state.journal import Journal
@@ -112,22 +119,41 @@ def build_daemon(config: Any, serve: ServeConfig, symbol: str, path: str | None 
     limits = market_limits(symbol, config.backtest, config.venue)
     broker = build_broker(config, serve, symbol, limits, home)
     venue = getattr(broker, "venue", None)  # the paper venue's clock; a live exchange's is the wall's
+    journal = Journal(home.journal / f"daemon-{_slug(symbol)}.sqlite")
     try:
-        feed = build_feed(serve, config, symbol, path, store, not_before_ns=venue.now + 1 if venue else 0)
+        run = len(journal.notes("restart")) + 1  # the number Daemon.start's begin_run gives this run
+        feed = build_feed(serve, config, symbol, path, store, not_before_ns=venue.now + 1 if venue else 0, run=run,
+                          last_mid=_last_mid(venue, symbol))  # fmt: skip
     except BaseException:
         broker.close()
+        journal.close()
         raise
-    journal = Journal(home.journal / f"daemon-{_slug(symbol)}.sqlite")
-    connect(config.training.tracking)
+
+    def restart_feed(after_ns: int):  # noqa: ANN202 (the watchdog's: the market goes on after event time after_ns)
+        not_before = max(venue.now + 1 if venue else 0, after_ns + 1)
+        return build_feed(serve, config, symbol, path, store, not_before_ns=not_before, run=run,
+                          last_mid=_last_mid(venue, symbol))  # fmt: skip
+
+    telemetry = Telemetry([symbol])
+    feedback = Feedback(symbol, serve, telemetry, journal, store.root)  # drift monitors, exports to the store
     watcher = ChampionWatcher(symbol, config.training.tracking, serve.model_poll_s, engine_config=config.engine,
-                              default_stride=config.features.sampling.stride)  # fmt: skip
+                              default_stride=config.features.sampling.stride,
+                              loader=feedback.loader(load_runtime))  # fmt: skip
+    # A replay continues the store's stream: the champion warms on the ticks before the replay's start
+    # (the watcher replays its ring into a model it loads), and trades from the first tick if that
+    # was enough. Other feeds warm it on their first ticks, the engine holding meanwhile (loop.py).
+    history = getattr(feed, "history", None)
+    for event in history(serve.warmup_events) if history is not None else ():
+        watcher.recent.append(event)
     try:
+        connect(config.training.tracking)  # a tracking server that is down: no model and an alert, not a crash
         watcher.poll_once()  # the champion, if any, before the first tick
         watcher.serving = watcher.swap_ready() or watcher.serving
     except Exception as exc:  # noqa: BLE001 (no model is a state the daemon runs in, and says why)
         watcher.alert = f"no model loaded at start: {exc}"
-    telemetry = Telemetry([symbol])
-    daemon = Daemon(serve, config.engine, symbol, limits, feed, broker, journal, watcher, telemetry)
+    daemon = Daemon(serve, config.engine, symbol, limits, feed, broker, journal, watcher, telemetry,
+                    feed_factory=restart_feed)  # fmt: skip
+    daemon.feedback = feedback
     token = os.environ.get(serve.control_token_env)
     daemon.control = ControlServer(lambda: _health(daemon), telemetry.exposition, token=token, host=serve.host,
                                    port=serve.http_port).start()  # fmt: skip
@@ -138,7 +164,18 @@ def _health(daemon: Daemon) -> dict:
     health = daemon.telemetry.health()
     health["model"] = daemon.watcher.status()
     health["feed_stats"] = daemon.feed.stats()
+    health["healing"] = daemon.healing.status()
     return health
+
+
+def _last_mid(venue: Any, symbol: str) -> float:
+    """The paper venue's last mid of ``symbol`` (0.0: none yet, or no paper venue)."""
+    if venue is None:
+        return 0.0
+    from serving.brokers.venue_snapshot import snapshot
+
+    quote = snapshot(venue)["books"].get(symbol, {}).get("quote")  # [symbol, ts, bid, bid_qty, ask, ask_qty]
+    return 0.5 * (quote[2] + quote[4]) if quote else 0.0
 
 
 def _slug(symbol: str) -> str:

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline.config import Frozen
+from serving.daemon.healing import HealingConfig
+from serving.feeds.config import ExchangeFeedConfig
 
 
 class ServeConfig(Frozen):
@@ -27,6 +29,14 @@ class ServeConfig(Frozen):
     stale_feed_s: float = Field(5.0, gt=0, description="no market data this long: the feed is restarted")
     clock_ms: int = Field(100, gt=0, description="the engine's timer")
     queue_soft_limit: int = Field(50_000, gt=0, description="buffered events before book updates are conflated")
+    feedback_export_s: float = Field(60.0, gt=0, description="journal decisions and fills exported to the store")
+    drift_retrain_psi: float = Field(0.25, gt=0, description="max feature PSI above which drift may retrain")
+    drift_retrain_after_s: float = Field(600.0, ge=0, description="... when it stays above this long")
+    drift_retrain_cooldown_s: float = Field(21_600.0, ge=0, description="at most one drift retrain per this")
+    exchange_feed: ExchangeFeedConfig = Field(default_factory=ExchangeFeedConfig,
+                                              description="--feed exchange: channels, reconnects, staleness")
+    healing: HealingConfig = Field(default_factory=HealingConfig,
+                                   description="feed restarts, error bursts, crash-loop back-off")
 
     @model_validator(mode="after")
     def _not_exposed_without_thought(self) -> ServeConfig:

@@ -18,9 +18,26 @@ market event, in its time and before the broker sees it, positions are handed to
 (``resume``: it arms their stops) or closed (``flatten``). Not earlier: the engine's clock starts
 with the market's (an order resting from before the crash that the first tick fills would find the
 engine's data stale by the whole downtime, and the kill switch would close the resumed position),
-and the paper venue has a fresh quote when the orders arrive. Stop (SIGTERM,
+and the paper venue has a fresh quote when the orders arrive.
+
+A model without a P(up) yet (the champion at a start: its features are cold; a replay is warmed on
+the store's ticks before its start, serving/daemon/build.py) is not a model failure: until its
+first P(up) the engine holds (``engine.warming``): resumed positions keep their stops and are
+managed (stop backup, liquidation guard, trims), nothing new opens. Still none ``WARM_GRACE_QUOTES``
+quotes after every feature has seen its declared warm-up, it is a failure again (REDUCING). With
+no champion at all the daemon trades reducing-only, as it says.
+
+A swapped-in champion's tuned strategy parameters (its ``autoscalp.strategy_params``, in
+``runtime.engine_config``) take effect at the first moment no position is open
+(``Engine.retune``): an open position keeps the stop, trailing rule and leverage it was opened
+with. Either way it is journaled (kind ``strategy``). Stop (SIGTERM,
 SIGINT, ``--duration`` or a finite feed's end): working orders are cancelled except the protective
 stops; positions are kept or flattened per ``serve.on_shutdown``.
+
+Self-healing (serving/daemon/healing.py): a silent or failed feed is restarted; an error handling
+one event is counted and trading goes on, a burst of them holds the kill switch in REDUCING;
+duplicated and out-of-order ticks never reach the engine; a journal write that fails stops the
+daemon (``JournalFailure``: nothing more is sent, no clean stop note); a crash loop backs off at start.
 """
 
 from __future__ import annotations
@@ -34,7 +51,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.daemon.config import ServeConfig
-from serving.engine import Engine
+from serving.daemon.healing import GuardedJournal, Healing, JournalFailure, crash_backoff
+from serving.engine import Engine, RetuneError
 from serving.events import (
     Cancel, DecisionRecord, Fill, FundingPayment, Liquidation, MarketLimits, OrderDone, Quote, Trade,
 )  # fmt: skip
@@ -45,6 +63,7 @@ from serving.state.reconcile import ReconcileReport, reconcile
 
 log = logging.getLogger(__name__)
 _MS = 1_000_000
+WARM_GRACE_QUOTES = 1_000  # quotes after the features' declared warm-up before a missing P(up) is a failure
 
 
 @dataclass
@@ -62,10 +81,18 @@ class DaemonStats:
 
 class Daemon:
     def __init__(self, config: ServeConfig, engine_config, symbol: str, limits: MarketLimits, feed, broker,
-                 journal, watcher, telemetry, control=None) -> None:  # noqa: ANN001  # fmt: skip
+                 journal, watcher, telemetry, control=None, feed_factory=None) -> None:  # noqa: ANN001  # fmt: skip
+        """``feed_factory(after_ns)``: a fresh, unstarted feed whose market goes on after event time
+        ``after_ns``, for the watchdog's restarts (None: a silent feed is only reported)."""
         self.config, self.symbol, self.limits = config, symbol, limits
-        self.feed, self.broker, self.journal, self.watcher = feed, broker, journal, watcher
+        self.feed, self.broker, self.watcher = feed, broker, watcher
+        self.journal = GuardedJournal(journal)  # a failed write raises JournalFailure: the daemon stops
         self.telemetry, self.control = telemetry, control
+        self.feed_factory = feed_factory
+        self.healing = Healing(config.healing, config.stale_feed_s)
+        telemetry.registry.register(self.healing)
+        self._accept = self.healing.guard.accept
+        self._trouble = False  # an error burst holds the kill switch
         self.stats = DaemonStats()
         self._stop = threading.Event()
         self._stop_reason = ""
@@ -76,6 +103,11 @@ class Daemon:
         self.runtime: ModelRuntime | None = None
         self._restart: ReconcileReport | None = None  # reconciled, not yet acted on
         self._equity0 = 0.0  # the engine's equity at start (set in start())
+        self.feedback = None  # serving.daemon.feedback.Feedback (build.py): drift, journal export
+        self._drift = None  # the trading model's DriftMonitor, fed each quote's vector
+        self._warm_quotes = 0  # quotes since the warming model's features warmed, without a P(up)
+        self._flatten_prefix = "rs-"  # client ids of this run's restart flatten orders (set in start())
+        self._retune: tuple[Any, str] | None = None  # (engine config, version) waiting for a flat moment
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -88,73 +120,128 @@ class Daemon:
             signal.signal(sig, lambda signum, _frame: self.request_stop(signal.Signals(signum).name))
 
     def start(self, now_ns: int) -> None:
+        delay, why = crash_backoff(self.journal.path, self.config.healing, now_ns)  # before this run counts
         run = self.journal.begin_run(now_ns)
+        if delay:
+            self.healing.crash_wait_s, self.healing.crash_reason = delay, why
+            log.warning("%s", why)
+            self.journal.note("crash_loop", why, now_ns)
+            self.telemetry.set_state("backing_off")
+            if self._stop.wait(delay):
+                return  # stopped while waiting: nothing started
         runtime = self.watcher.serving or ModelRuntime(self._roles(), None, 1)
         self.runtime = runtime
         config = (runtime.engine_config or self._engine_config).model_copy(update={"client_id_prefix": f"as{run}"})
+        self._flatten_prefix = f"rs{run}-"
         report = reconcile(self.journal, self.broker, self.config.on_restart, now_ns, client_id_prefix=f"rs{run}")
         for line in report.lines:
             log.info("reconcile: %s", line)
         self.engine = Engine(config, runtime.names, [self.limits], report.wallet_usdt)
         self._equity0 = self.engine.portfolio.equity_usdt  # PnL counts from the run's start
         self._restart = report  # acted on at the first market event (_after_restart)
+        self._hold_while_warming(runtime, now_ns)
         self.telemetry.set_model(self.symbol, runtime, self.watcher.alert)
+        self._model_changed(runtime, now_ns)
         self.telemetry.set_state("running")
+        self._last_wall = time.monotonic()
+        self.healing.watchdog.reset(self._last_wall)
         self.feed.start()
         self.watcher.start()
+        if self.feedback is not None:
+            self.feedback.start()
 
     def run(self, duration_s: float | None = None) -> DaemonStats:
-        """Trade until stopped (a signal, ``duration_s`` of wall time, the feed's end)."""
+        """Trade until stopped (a signal, ``duration_s`` of wall time, the end of a finite feed).
+        Raises ``JournalFailure`` after stopping when the journal could not be written."""
         self.start(time.time_ns())
         deadline = time.monotonic() + duration_s if duration_s else math.inf
         clock_ns = self.config.clock_ms * _MS
         next_clock = 0
+        crashed: BaseException | None = None
         try:
             while not self._stop.is_set():
                 if time.monotonic() >= deadline:
                     self.request_stop("duration reached")
                     break
-                self._commands()
-                self._maybe_swap()
+                try:
+                    self._commands()
+                    self._maybe_swap()
+                except JournalFailure:
+                    raise
+                except Exception as exc:  # noqa: BLE001 (counted; a burst holds the kill switch)
+                    self._error("control", exc)
                 events = self.feed.drain(256)
                 if not events:
                     event = self.feed.get(timeout_s=0.05)
                     events = [event] if event is not None else []
                 for event in events:
-                    self._on_event(event)
+                    try:
+                        self._on_event(event)
+                    except JournalFailure:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        self._error(type(event).__name__, exc)
                 now = self._event_now()
                 if now >= next_clock:
-                    if self._last_ts:  # the engine's clock starts with the market's (module doc)
-                        self._handle(self.engine.on_clock(now), now)
-                    self._deliver(self.broker.poll(now), now)
+                    try:
+                        if self._trouble:
+                            self._hold_trouble(now, act=False)  # on_clock acts on it
+                        if self._last_ts:  # the engine's clock starts with the market's (module doc)
+                            self._handle(self.engine.on_clock(now), now)
+                            if self._retune is not None:
+                                self._apply_retune(now)
+                        self._deliver(self.broker.poll(now), now)
+                        self._report()
+                    except JournalFailure:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        self._error("clock", exc)
                     next_clock = now + clock_ns
-                    self._report()
-                if self.feed.done:
-                    self.request_stop(f"the feed ended{': ' + self.feed.error if self.feed.error else ''}")
+                self._watch_feed()
+        except BaseException as exc:
+            crashed = exc
+            raise
         finally:
-            self.shutdown()
+            self.shutdown(crashed)
         self.stats.stopped_because = self._stop_reason
         return self.stats
 
-    def shutdown(self) -> None:
+    def shutdown(self, crashed: BaseException | None = None) -> None:
+        """Cancel or flatten per config and note the stop: ``stop`` when clean, ``crash`` after an
+        exception (the crash-loop back-off counts runs without a clean stop). After a journal
+        failure nothing is sent and nothing noted; the parts are stopped all the same."""
         now = self._event_now()
         self.telemetry.set_state("stopping")
         engine = self.engine
-        if engine is not None:
-            if self.config.on_shutdown == "flatten":
-                self._handle(engine.halt(now, "daemon shutdown: flatten"), now)
-            else:  # keep positions: cancel what works except the protective stops
-                cancels = [o for o in self.broker.open_orders(self.symbol) if not (o.type == "stop" and o.reduce_only)]
-                if cancels:
-                    self._send(_cancel_record(self.symbol, [o.client_id for o in cancels], now), now)
-        self.journal.note("stop", self._stop_reason or "stopped", now)
-        for part in (self.watcher.stop, self.feed.stop):
+        failure = crashed if isinstance(crashed, JournalFailure) else None
+        try:
+            if engine is not None and failure is None:
+                if self.config.on_shutdown == "flatten":
+                    self._handle(engine.halt(now, "daemon shutdown: flatten"), now)
+                else:  # keep positions: cancel what works except the protective stops
+                    cancels = [o for o in self.broker.open_orders(self.symbol)
+                               if not (o.type == "stop" and o.reduce_only)]  # fmt: skip
+                    if cancels:
+                        self._send(_cancel_record(self.symbol, [o.client_id for o in cancels], now), now)
+            if failure is None and crashed is None:
+                self.journal.note("stop", self._stop_reason or "stopped", now)
+            elif failure is None:
+                self.journal.note("crash", f"{type(crashed).__name__}: {crashed}", now)
+        except JournalFailure as exc:
+            failure = exc
+        if failure is not None:
+            self.healing.failure = str(failure)
+            log.critical("%s: the daemon stops without sending anything more", failure)
+        stops = (self.watcher.stop, self.feed.stop) + ((self.feedback.stop,) if self.feedback is not None else ())
+        for part in stops:  # feedback last: its final export reads the journal's last rows
             try:
                 part()
             except Exception:  # noqa: BLE001 (stop everything we can)
                 log.exception("stopping %s", part)
         self.broker.close()
-        self.telemetry.set_state("stopped")
+        self.telemetry.set_state("failed" if failure is not None else "stopped")
+        if failure is not None and crashed is None:
+            raise failure
 
     # ---- one event ------------------------------------------------------------------------------
 
@@ -165,6 +252,8 @@ class Daemon:
             self.journal.note("feed", f"{event.state}: {event.detail}", event.ts_ns or self._last_ts)
             return
         if kind is MarkPrice:
+            return
+        if not self._accept(event):  # a duplicated or out-of-order tick (healing.TickGuard)
             return
         self.stats.events += 1
         self.watcher.recent.append(event)
@@ -181,10 +270,14 @@ class Daemon:
             self.stats.quotes += 1
             started = time.perf_counter_ns()
             vector, p_up, ok = self.runtime.on_quote(event)
+            if engine.warming:
+                self._warming_quote(ok, event.ts_ns)
             record = engine.on_tick(event, vector, p_up, math.nan, ok)
             self.telemetry.tick(started, time.perf_counter_ns())
             if ok:
                 self.telemetry.observe_prediction(self.symbol, event.ts_ns, 0.5 * (event.bid + event.ask), p_up)
+                if self._drift is not None:
+                    self._drift.observe(vector)
         elif kind is Trade:
             self.stats.trades += 1
             self.runtime.on_trade(event)
@@ -231,6 +324,13 @@ class Daemon:
                 if not self.journal.fill(event):
                     continue  # already booked (a replayed report)
                 self.stats.fills += 1
+                if event.client_id.startswith(self._flatten_prefix):
+                    # flatten on restart closes what the previous run held, never this engine's: the
+                    # engine stays flat (booking it would make it believe the opposite position)
+                    held = self.broker.positions().get(event.symbol)
+                    qty, entry = (held.qty, held.entry_px) if held is not None else (0.0, 0.0)
+                    self.journal.position(event.symbol, qty, entry, math.nan, event.ts_ns)
+                    continue
                 record = engine.on_fill(event)
                 position = engine.symbols[event.symbol].position
                 st = engine.symbols[event.symbol]
@@ -256,6 +356,68 @@ class Daemon:
         fire when no data comes."""
         speed = self.config.speed or 1.0
         return self._last_ts + int((time.monotonic() - self._last_wall) * 1e9 * speed) if self._last_ts else 0
+
+    # ---- self-healing (serving/daemon/healing.py) ------------------------------------------------
+
+    def _error(self, where: str, exc: Exception) -> None:
+        """An exception handling one event: logged and counted; a burst holds the kill switch."""
+        if self.healing.errors.record(where, exc):
+            self._trouble = True
+            now = self._event_now()
+            self.journal.note("error", self.healing.errors.reason(), now or time.time_ns())
+            self._hold_trouble(now, act=True)
+
+    def _hold_trouble(self, now: int, act: bool) -> None:
+        """While an error burst lasts, the kill switch is held in REDUCING with its reason (its own
+        ``recover_ms`` lifts it afterwards); ``act``: the engine acts on it now (pulls entries,
+        closes positions), not at its next event."""
+        errors, engine = self.healing.errors, self.engine
+        if not errors.trouble():
+            self._trouble = False
+            self.journal.note("error", "error burst over", now or time.time_ns())
+            return
+        if engine is None:
+            return
+        flat = all(st.position.qty == 0.0 for st in engine.symbols.values())
+        note = engine.kill.evaluate(now, errors.reason(), flat)
+        if note:
+            self.journal.note("kill_switch", note, now or time.time_ns())
+        if act and self._last_ts:
+            self._handle(engine.on_clock(now), now)
+
+    def _watch_feed(self) -> None:
+        """A finite feed that ended stops the daemon; a silent or failed one is restarted."""
+        feed = self.feed
+        if feed.done and not feed.error:
+            self.request_stop("the feed ended")
+            return
+        reason = self.healing.watchdog.due(time.monotonic(), self._last_wall, feed.done)
+        if reason is not None:
+            self._restart_feed(f"{reason} ({feed.error})" if feed.error else reason)
+
+    def _restart_feed(self, reason: str) -> None:
+        """A fresh feed from the factory (a new connection, subscribed from scratch) replaces this
+        one, which is stopped on a thread of its own: a producer that hangs may never join."""
+        old, watchdog = self.feed, self.healing.watchdog
+        n = watchdog.restarted(time.monotonic(), reason)
+        text = f"watchdog restart {n}: {reason}"
+        log.warning("%s feed %s", self.symbol, text)
+        self.telemetry.set_feed(self.symbol, "restarting")
+        old.error = old.error or f"stopped by the watchdog: {reason}"  # never taken for a clean end
+        threading.Thread(target=_stop_quietly, args=(old,), name="feed-stop", daemon=True).start()
+        now = self._event_now() or time.time_ns()
+        if self.feed_factory is None:
+            self.journal.note("feed", f"{text}; no feed factory: not replaced", now)
+            return
+        try:
+            feed = self.feed_factory(self._last_ts)
+            feed.start()
+        except Exception as exc:  # noqa: BLE001 (tried again after the back-off)
+            log.exception("%s feed: the new feed failed to start", self.symbol)
+            self.journal.note("feed", f"{text}; the new feed failed to start: {type(exc).__name__}: {exc}", now)
+            return
+        self.feed = feed
+        self.journal.note("feed", text, now)
 
     def _commands(self) -> None:
         if self.control is None:
@@ -283,6 +445,63 @@ class Daemon:
         self.stats.swaps += 1
         self.journal.note("model", f"swap {previous.version_label} -> {runtime.version_label}", self._last_ts)
         self.telemetry.set_model(self.symbol, runtime, self.watcher.alert)
+        self._model_changed(runtime, self._last_ts)
+        self._hold_while_warming(runtime, self._last_ts)
+        self._retune = self._retune_for(runtime)
+        if self._retune is not None and self._last_ts:
+            self._apply_retune(self._event_now())
+
+    # ---- a model's warm-up and its strategy parameters ----------------------------------------------
+
+    def _hold_while_warming(self, runtime: ModelRuntime, ts_ns: int) -> None:
+        """A model that has no P(up) yet holds the engine until its first (module doc)."""
+        if runtime.compiled is None or runtime.last_ok:
+            self.engine.warming = ""
+            return
+        self.engine.warming = f"{runtime.version_label} warming up"
+        self._warm_quotes = 0
+        self.journal.note("model", f"{runtime.version_label} warming up: positions keep their stops, nothing new "
+                          "opens until its first P(up)", ts_ns)  # fmt: skip
+
+    def _warming_quote(self, ok: bool, ts_ns: int) -> None:
+        runtime = self.runtime
+        if ok:
+            why = f"warm after {runtime.quotes} quotes: trading"
+        else:
+            if not runtime.warm:
+                return
+            self._warm_quotes += 1
+            if self._warm_quotes < WARM_GRACE_QUOTES:
+                return
+            why = f"still no P(up) {WARM_GRACE_QUOTES} quotes after its features warmed: a model failure"
+        self.engine.warming = ""
+        self.journal.note("model", f"{runtime.version_label} {why}", ts_ns)
+
+    def _retune_for(self, runtime: ModelRuntime) -> tuple[Any, str] | None:
+        """The engine configuration ``runtime``'s version trades with, if the engine's differs."""
+        target = runtime.engine_config
+        if target is None:
+            return None
+        target = target.model_copy(update={"client_id_prefix": self.engine.config.client_id_prefix})
+        return (target, runtime.version_label) if target != self.engine.config else None
+
+    def _apply_retune(self, now: int) -> None:
+        """The waiting strategy parameters, if no position is open now (else at a later clock)."""
+        engine = self.engine
+        if any(st.position.qty != 0.0 for st in engine.symbols.values()):
+            return
+        config, label = self._retune
+        self._retune = None
+        try:
+            record = engine.retune(config, now)
+        except RetuneError as exc:
+            self.journal.note("strategy", f"{label}: {exc}", now)
+            log.warning("%s: %s", label, exc)
+            return
+        text = "; ".join(n for n in (record.notes if record is not None else ()) if n.startswith("strategy param"))
+        self.journal.note("strategy", f"{label}'s {text}", now)
+        log.info("%s's %s", label, text)
+        self._handle(record, now)
 
     def _report(self) -> None:
         engine, telemetry = self.engine, self.telemetry
@@ -296,8 +515,20 @@ class Daemon:
         telemetry.set_queue_depth(int(stats.get("queue_depth", 0)))
 
 
+    def _model_changed(self, runtime: ModelRuntime, ts_ns: int) -> None:
+        """Journal which version trades from here on and take its drift monitor."""
+        if self.feedback is not None:
+            self._drift = self.feedback.model_changed(runtime, ts_ns)
+
     def _roles(self) -> tuple[str, ...]:
         return tuple(self._engine_config.features.model_dump().values())
+
+
+def _stop_quietly(feed) -> None:  # noqa: ANN001
+    try:
+        feed.stop()
+    except Exception:  # noqa: BLE001 (a feed being replaced: nothing depends on its stop)
+        log.exception("stopping a replaced feed")
 
 
 def _cancel_record(symbol: str, client_ids, ts_ns: int) -> DecisionRecord:  # noqa: ANN001

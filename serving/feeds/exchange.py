@@ -31,13 +31,12 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import ccxt
 import ccxt.pro
-from pydantic import Field
 
-from pipeline.config import ExchangeConfig, ExchangeSourceConfig, Frozen
+from pipeline.config import ExchangeConfig, ExchangeSourceConfig
 from pipeline.data.quality import MARKET_EXEC_TYPE
 from pipeline.data.schemas import EXEC_TYPE
 from pipeline.data.sources.exchange import ExchangeSource
@@ -47,29 +46,11 @@ from pipeline.errors import ConfigError, SourceError
 from serving.events import Quote, Trade
 from serving.feeds.base import CONNECTED, DISCONNECTED, RECONNECTING, STALE, Feed, MarkPrice
 from serving.feeds.binance_depth import DepthSync, diff_event, snapshot_event
+from serving.feeds.config import ExchangeFeedConfig
 
 NS = 1_000_000_000
 STOP_CHECK_S = 0.25  # how often the monitor looks at the stop flag
 Sleep = Callable[[float], Awaitable[Any]]
-
-
-class ExchangeFeedConfig(Frozen):
-    trades: bool = True
-    quotes: bool = Field(True, description="best bid/ask (Binance bookTicker)")
-    mark_price: bool = Field(True, description="mark price and funding rate (swaps only)")
-    depth: bool = Field(False, description="raw L2 diffs + snapshots (Binance only)")
-    depth_rate_ms: Literal[0, 100, 250, 500] = Field(
-        100, description="Binance diff-depth update speed; the recorded captures use 0 (unthrottled)"
-    )
-    depth_snapshot_limit: int = Field(1000, gt=0, description="levels per side of the REST snapshot")
-    depth_buffer: int = Field(10_000, gt=0, description="diffs held while a snapshot is fetched")
-    backoff_base_s: float = Field(0.5, gt=0, description="first reconnect delay, doubled each failure")
-    backoff_max_s: float = Field(30.0, gt=0)
-    backoff_jitter: float = Field(0.2, ge=0, le=1, description="each delay is scaled by 1 +/- this, at random")
-    stale_after_s: float = Field(10.0, gt=0, description="no message from a symbol for this long: stale")
-    stale_check_s: float = Field(1.0, gt=0)
-    reconnect_when_stale: bool = True
-    max_events: int = Field(10_000, gt=0, description="soft bound of the event buffer")
 
 
 class Backoff:

@@ -11,6 +11,14 @@ holds the same book as the batch replay at every depth event. A depth update is 
 stream time (the latest exchange time so far, as in ``merge_events``). Funding rows become
 ``MarkPrice`` events. Several symbols are merged by stream time (ties: in the order given).
 
+A paper account has its own clock (the simulated venue's, persisted): a replay for it must not go
+back in that time (orders would wait in flight until the market caught up with the venue, and the
+venue's fills would date the engine's data stale). ``resume_window`` decides where a replay starts
+for a venue whose clock is at ``not_before_ns``: from the venue's clock when that lies inside the
+range (the part before it was lived through already: a restarted daemon continues), and when the
+venue is past the whole range, the range again, its times shifted by whole days to after the
+venue's clock (time of day, funding times and the UTC day stay as recorded; only the date moves).
+
 The source is passed through as stored: repeated and out-of-order trade/quote ids and stale or
 gapped depth messages reach the daemon (the engine and the feature engine define what they do
 with them) and are counted in ``stats()``: ``duplicates``, ``out_of_order``, ``gaps``.
@@ -32,7 +40,7 @@ from pipeline.data.store import TickStore
 from pipeline.features import l2book
 from pipeline.features.core import KIND_QUOTE, KIND_TRADE
 from pipeline.features.events import DepthUpdates, EventArrays, depth_updates, merge_events
-from serving.backtest.data import NoReplayDataError, depth_rows
+from serving.backtest.data import NoReplayDataError, depth_rows, store_range
 from serving.events import Quote, Trade
 from serving.feeds.base import CONNECTED, ENDED, DepthEvent, Event, Feed, MarkPrice
 
@@ -48,12 +56,12 @@ class RawDepth:
     groups: np.ndarray  # int64 [depth events + 2]
     outcomes: np.ndarray  # l2book outcome of each message
 
-    def update(self, j: int) -> l2book.DepthUpdate:
+    def update(self, j: int, shift_ns: int = 0) -> l2book.DepthUpdate:
         u = self.updates
         lo, hi = u.starts[j], u.starts[j + 1]
         return l2book.DepthUpdate(
-            int(self.stream_ts[j]), int(u.update_id[j]), bool(u.is_snapshot[j]), u.side[lo:hi], u.price[lo:hi],
-            u.qty[lo:hi], int(u.first_update_id[j]), int(u.prev_update_id[j]),
+            int(self.stream_ts[j]) + shift_ns, int(u.update_id[j]), bool(u.is_snapshot[j]), u.side[lo:hi],
+            u.price[lo:hi], u.qty[lo:hi], int(u.first_update_id[j]), int(u.prev_update_id[j]),
         )  # fmt: skip
 
 
@@ -73,9 +81,10 @@ def raw_depth(depth: pa.Table) -> RawDepth:
     return RawDepth(updates, stream_ts, groups, outcomes)
 
 
-def stream_events(symbol: str, events: EventArrays, depth: RawDepth | None = None) -> Iterator[tuple[int, Event]]:
-    """(stream time, event) of one symbol's merged stream, in its order."""
-    ts = events.ts_ns.tolist()
+def stream_events(symbol: str, events: EventArrays, depth: RawDepth | None = None,
+                  shift_ns: int = 0) -> Iterator[tuple[int, Event]]:  # fmt: skip
+    """(stream time, event) of one symbol's merged stream, in its order; every time ``shift_ns`` later."""
+    ts = (events.ts_ns + shift_ns if shift_ns else events.ts_ns).tolist()
     kind = events.kind.tolist()
     price, qty, side = events.price.tolist(), events.qty.tolist(), events.side.tolist()
     bid, bid_qty = events.bid.tolist(), events.bid_qty.tolist()
@@ -89,23 +98,38 @@ def stream_events(symbol: str, events: EventArrays, depth: RawDepth | None = Non
         elif depth is not None:
             row = depth_row[i]
             for j in range(depth.groups[row], depth.groups[row + 1]):
-                update = depth.update(j)
+                update = depth.update(j, shift_ns)
                 yield ts[i], DepthEvent(symbol, update.ts_ns, update)
     if depth is not None:
         for j in range(depth.groups[-2], depth.groups[-1]):
-            update = depth.update(j)
+            update = depth.update(j, shift_ns)
             yield update.ts_ns, DepthEvent(symbol, update.ts_ns, update)
 
 
-def funding_events(symbol: str, funding: pa.Table) -> Iterator[tuple[int, Event]]:
+def funding_events(symbol: str, funding: pa.Table, shift_ns: int = 0) -> Iterator[tuple[int, Event]]:
     rows = funding.to_pylist()
     for row in sorted(rows, key=lambda r: r["ts_ns"]):
-        yield row["ts_ns"], MarkPrice(symbol, row["ts_ns"], _num(row["mark_px"]), _num(row["index_px"]),
-                                      _num(row["funding_rate"]), row["next_funding_ns"])  # fmt: skip
+        ts, next_ns = row["ts_ns"] + shift_ns, row["next_funding_ns"]
+        yield ts, MarkPrice(symbol, ts, _num(row["mark_px"]), _num(row["index_px"]), _num(row["funding_rate"]),
+                            next_ns + shift_ns if next_ns is not None else None)  # fmt: skip
 
 
 def _num(value: float | None) -> float:
     return math.nan if value is None else float(value)
+
+
+NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+def resume_window(start_ns: int, end_ns: int, not_before_ns: int) -> tuple[int, int, int]:
+    """(start, end, shift_ns) of a replay of ``[start_ns, end_ns)`` for a venue whose clock is at
+    ``not_before_ns`` (module doc): every event is played at its time + ``shift_ns``."""
+    if not_before_ns <= start_ns:
+        return start_ns, end_ns, 0
+    if not_before_ns < end_ns:
+        return not_before_ns, end_ns, 0
+    days = -(-(not_before_ns - start_ns) // NS_PER_DAY)  # ceil: whole days keep the time of day
+    return start_ns, end_ns, days * NS_PER_DAY
 
 
 def merge_lanes(lanes: Sequence[Iterator[tuple[int, Event]]]) -> Iterator[tuple[int, Event]]:
@@ -144,7 +168,8 @@ class ReplayFeed(Feed):
     """Ticks of ``symbols`` in ``[start_ns, end_ns)`` from the store (see module doc).
 
     ``speed`` N plays event time N times faster than real time (1: real time); None or 0: as fast
-    as the daemon drains (nothing conflated). The data are read by ``start()``, so a range with no
+    as the daemon drains (nothing conflated). ``shift_ns``: every event (and status) is stamped
+    that much later than stored (``resume_window``). The data are read by ``start()``, so a range with no
     data fails there (``NoReplayDataError``). Statuses carry event time: ``connected`` at the
     start, ``ended`` after the last event.
     """
@@ -163,6 +188,7 @@ class ReplayFeed(Feed):
         funding: bool = True,
         max_events: int = 10_000,
         clock_ns: Callable[[], int] = time.time_ns,
+        shift_ns: int = 0,
     ) -> None:
         super().__init__(max_events, clock_ns)
         if end_ns <= start_ns:
@@ -176,6 +202,7 @@ class ReplayFeed(Feed):
         self.speed = speed
         self.depth = depth
         self.funding = funding
+        self.shift_ns = shift_ns
         self.total_events = 0
         self._lanes: list[Iterator[tuple[int, Event]]] = []
 
@@ -204,23 +231,49 @@ class ReplayFeed(Feed):
                 self.counters["duplicates"] += repeats
                 self.counters["out_of_order"] += decreases
             self.total_events += len(events)
-            lanes.append(stream_events(symbol, events, depth))
+            lanes.append(stream_events(symbol, events, depth, self.shift_ns))
             if self.funding:
                 rates = self.store.read(self.exchange, symbol, Kind.FUNDING, self.start_ns, self.end_ns)
                 self.total_events += rates.num_rows
-                lanes.append(funding_events(symbol, rates))
+                lanes.append(funding_events(symbol, rates, self.shift_ns))
         self._lanes = lanes
 
+    def history(self, n_events: int) -> list[Event]:
+        """The last ``n_events`` trades and quotes before the replay's start, oldest first, shifted as
+        the replay is: what a model is warmed on before it trades (a restarted daemon's continues
+        the previous run's stream). Fewer when the store holds fewer; depth is left to the replay's
+        own snapshot, funding to the replay."""
+        if n_events <= 0:
+            return []
+        lanes = []
+        for symbol in self.symbols:
+            first, _ = store_range(self.store, self.exchange, symbol)
+            span = 60 * 1_000_000_000
+            while True:  # widen the window back in time until it holds enough
+                lo = max(first, self.start_ns - span)
+                trades = self.store.read(self.exchange, symbol, Kind.TRADES, lo, self.start_ns)
+                quotes = self.store.read(self.exchange, symbol, Kind.QUOTES, lo, self.start_ns)
+                if trades.num_rows + quotes.num_rows >= n_events or lo <= first:
+                    break
+                span *= 4
+            events = merge_events(trades, quotes)
+            keep = min(len(events), n_events)
+            lanes.append(stream_events(symbol, events.slice(len(events) - keep) if keep else events, None,
+                                       self.shift_ns))  # fmt: skip
+        return [event for _, event in merge_lanes(lanes)][-n_events:]
+
     def _produce(self) -> None:
-        self.status(None, CONNECTED, f"replay of {self.total_events} events of {', '.join(self.symbols)}",
-                    ts_ns=self.start_ns)  # fmt: skip
-        last_ts = [self.start_ns]
+        origin = self.start_ns + self.shift_ns
+        shifted = f", {self.shift_ns // NS_PER_DAY} day(s) later than stored" if self.shift_ns else ""
+        self.status(None, CONNECTED, f"replay of {self.total_events} events of {', '.join(self.symbols)}{shifted}",
+                    ts_ns=origin)  # fmt: skip
+        last_ts = [origin]
 
         def stamped() -> Iterator[tuple[int, Event]]:
             for ts, event in merge_lanes(self._lanes):
                 last_ts[0] = ts
                 yield ts, event
 
-        emitted = self._play(stamped(), self.speed, self.start_ns)
+        emitted = self._play(stamped(), self.speed, origin)
         if not self._stopping.is_set():
             self.status(None, ENDED, f"{emitted} events replayed", ts_ns=last_ts[0])

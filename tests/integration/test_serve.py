@@ -21,6 +21,8 @@ from pipeline.data.sources.synthetic import SyntheticSource
 from pipeline.data.store import TickStore
 from pipeline.models.base import make_model
 from pipeline.models.ensemble import Ensemble
+from pipeline.monitoring.drift import reference_bins
+from pipeline.monitoring.feedback import read_live
 from pipeline.training import aliases, tracking
 from pipeline.training.registry import log_ensemble, model_name, register_challenger
 from serving.backtest.data import load_replay, store_range
@@ -47,13 +49,13 @@ def fit_tiny(store: TickStore, seed: int) -> Ensemble:
     return Ensemble(members, feature_names=FEATURES)
 
 
-def register(ensemble: Ensemble) -> int:
+def register(ensemble: Ensemble, reference=None) -> int:  # noqa: ANN001
     import mlflow
 
     _, experiment = tracking.connect(TrackingConfig())
     with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
         directory = ensemble.save(Path(tmp) / "ensemble")
-        info = log_ensemble(directory, ensemble, np.zeros((2, len(FEATURES))), {})
+        info = log_ensemble(directory, ensemble, np.zeros((2, len(FEATURES))), {}, drift_reference=reference)
         tags = {"autoscalp.sampling": "quote/10", "autoscalp.oos_auc": "0.6"}
         return register_challenger(info.model_uri, SYMBOL, tags, run.info.run_id).version
 
@@ -68,6 +70,7 @@ def test_replay_serve_with_a_champion_swap_mid_run(home):
     ingest(SyntheticSource(SyntheticSourceConfig(seed=3, ticks=60_000), (SYMBOL,)), store, QualityConfig())
     aliases.promote(model_name(SYMBOL), register(fit_tiny(store, seed=1)))
     second = fit_tiny(store, seed=2)  # fitted before the run: registering it mid-run is fast
+    reference = reference_bins(np.random.default_rng(0).normal(size=(1_000, len(FEATURES))), FEATURES)
 
     config = ProductConfig.model_validate({"data": {"store_dir": str(home / "store")}})
     serve = config.serve.model_copy(update={"feed": "replay", "speed": 100.0, "http_port": 0, "model_poll_s": 0.5})
@@ -81,7 +84,8 @@ def test_replay_serve_with_a_champion_swap_mid_run(home):
         time.sleep(3)
         health = json.loads(get(f"{url}/health"))
         assert health["state"] == "running" and health["model"]["version"] == 1
-        aliases.promote(model_name(SYMBOL), register(second))  # the promotion the watcher must pick up
+        assert health["drift"][SYMBOL]["note"].startswith("no drift reference: ")  # v1 was registered without
+        aliases.promote(model_name(SYMBOL), register(second, reference))  # the promotion the watcher must pick up
         deadline = time.monotonic() + 60
         while daemon.stats.swaps == 0 and time.monotonic() < deadline and runner.is_alive():
             time.sleep(0.2)
@@ -108,3 +112,10 @@ def test_replay_serve_with_a_champion_swap_mid_run(home):
     assert journal_fills == venue_fills == stats.fills
     notes = sqlite3.connect(journal_db).execute("SELECT text FROM events WHERE kind = 'model'").fetchall()
     assert any("v1 ->" in text and "v2" in text for (text,) in notes), notes
+    # v2 came with a drift reference: its PSI per feature is exported from the swap on
+    assert f'autoscalp_feature_psi{{feature="ret_tick_20",symbol="{SYMBOL}"}}' in metrics
+    # the journal went to the store (at the latest at stop), each row once, with the version that made it
+    decisions = read_live(home / "store", "decisions", SYMBOL)
+    journal_decisions = sqlite3.connect(journal_db).execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+    assert len(decisions) == journal_decisions and len(read_live(home / "store", "fills", SYMBOL)) == stats.fills
+    assert set(decisions["model_version"]) <= {1, 2}, decisions["model_version"].value_counts()

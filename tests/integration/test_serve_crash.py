@@ -8,7 +8,7 @@ ensemble fitted on random rows. Its P(up) means nothing; it is finite, so the en
 in REDUCING for a model failure and the market maker quotes, fills and holds positions.
 
 Each trial starts the daemon (which reconciles what the previous kill left), checks the two files
-once it has re-armed, lets it trade 0.3-2 s and kills it; one trial in four then waits for the next
+once it has re-armed and its champion has warmed up again, lets it trade 0.3-2 s and kills it; one trial in four then waits for the next
 moment a position is open (they last ~0.1 s), so that restarts find positions to protect, and one in
 four is killed a moment after start-up instead, inside reconciliation or the first sends.
 
@@ -30,60 +30,28 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from pipeline.config import TrackingConfig
-from pipeline.models.base import make_model
-from pipeline.models.ensemble import Ensemble
-from pipeline.training import aliases, tracking
-from pipeline.training.registry import log_ensemble, model_name, register_challenger
+from .serve_support import SLUG, config_yaml, register_champion
 
 REPO = Path(__file__).resolve().parents[2]
-SYMBOL = "BTC/USDT:USDT"
-SLUG = "BTC-USDT-USDT"
-FEATURES = ("ret_tick_20", "bookimb_l1", "ofi_tick_100", "rv_tick_50")
 TRIALS = 20
 SETTLE_S = 8.0  # how long a restarted daemon gets to agree with the venue and re-arm its stops
 OPEN = ("intent", "sent", "working")
 AT_VENUE = ("sent", "working", "filled", "cancelled", "rejected", "expired")  # the journal's states of sent orders
-# Engine roles with short warm-ups (the defaults need 10,000 trades, ~2.5 s at speed 0 on a busy
-# core): a restarted daemon trades again within half a second.
-CONFIG = """\
-serve:
-  http_port: 0
-  model_poll_s: 3600
-engine:
-  features:
-    rv_slow: rv_tick_200
-    vol_spike: volspike_tick_10
-    bb_z: bbz_tick_50
-    trend_strength: trend_tick_50
-    vwap_dev: vwapdev_tick_50
-"""
+# Engine roles with short warm-ups: a restarted daemon trades again within half a second. Every kill
+# here is a crash to the crash-loop back-off (serving/daemon/healing.py); waiting would only slow the
+# trials down, so it is off (tests/unit/serving/daemon/test_healing.py tests it).
+# The market maker quotes close to the touch, so that it fills often between the kills (each fill and
+# position is something a kill can interrupt).
+CONFIG = config_yaml({"http_port": 0, "model_poll_s": 3600, "healing": {"crash_backoff_s": 0}},
+                     engine={"market_making": {"min_half_spread_bps": 0.5, "vol_spread_mult": 2.0}})
 pytestmark = pytest.mark.slow
-
-
-def register_champion() -> None:
-    """A logistic-only champion on random rows (the registry and artefacts in $AUTOSCALP_HOME)."""
-    import mlflow
-
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, len(FEATURES)))
-    y = (X[:, 0] + rng.normal(size=400) > 0).astype(np.int64)
-    model = make_model("logistic", None, seed=0).fit(X[:300], y[:300], X[300:], y[300:])
-    ensemble = Ensemble({"logistic": model}, {"logistic": 1.0}, feature_names=FEATURES)
-    _, experiment = tracking.connect(TrackingConfig())
-    with mlflow.start_run(experiment_id=experiment) as run, tempfile.TemporaryDirectory() as tmp:
-        info = log_ensemble(ensemble.save(Path(tmp) / "ensemble"), ensemble, np.zeros((2, len(FEATURES))), {})
-        version = register_challenger(info.model_uri, SYMBOL, {"autoscalp.sampling": "quote/10"}, run.info.run_id)
-    aliases.promote(model_name(SYMBOL), version.version)
 
 
 class Daemon:
@@ -237,6 +205,30 @@ def settle(daemon: Daemon, home: Path, unsent_ever: set[str], held_at_kill: dict
         time.sleep(0.05)
 
 
+def warm_notes(home: Path) -> int:
+    """How many times a run's champion has given its first P(up) (journal notes "... warm after N quotes")."""
+    path = home / "journal" / f"daemon-{SLUG}.sqlite"
+    if not path.exists():
+        return 0
+    journal = _read_only(path)
+    try:
+        return journal.execute("SELECT COUNT(*) FROM events WHERE kind = 'model' AND text LIKE '%warm after%'").fetchone()[0]
+    except sqlite3.OperationalError:  # the first run has not created its tables yet
+        return 0
+    finally:
+        journal.close()
+
+
+def wait_for_warm(daemon: Daemon, home: Path, before: int, timeout_s: float = 30.0) -> None:
+    """Until this run's champion trades: a restarted model first warms its features (it holds the
+    resumed positions meanwhile, serving/daemon/loop.py), and the trials measure trading, not warm-up."""
+    deadline = time.monotonic() + timeout_s
+    while warm_notes(home) <= before:
+        assert daemon.proc.poll() is None, f"the daemon exited ({daemon.proc.returncode}):\n{daemon.output()}"
+        assert time.monotonic() < deadline, f"the champion did not warm up in {timeout_s} s:\n{daemon.output()}"
+        time.sleep(0.02)
+
+
 def wait_for_position(home: Path, timeout_s: float) -> None:
     venue = _read_only(home / "journal" / f"paper-{SLUG}.sqlite")
     try:
@@ -270,6 +262,7 @@ def test_serve_survives_random_kills(home, tmp_path):
     tally = Tally()
     started = time.monotonic()
     for trial in range(TRIALS + 1):
+        warm_before = warm_notes(home)
         daemon = Daemon(home, config)
         last = trial == TRIALS
         early = not last and trial % 4 == 3
@@ -288,6 +281,7 @@ def test_serve_survives_random_kills(home, tmp_path):
             tally.settled_with_position += bool(files.venue_positions)
             if last:
                 break
+            wait_for_warm(daemon, home, warm_before)
             time.sleep(rng.uniform(0.3, 2.0))
             if trial % 4 == 1:  # and then at the next moment a position is open (they last ~0.1 s)
                 wait_for_position(home, timeout_s=3.0)

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gzip
 import json
 from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import ccxt
+import ccxt.pro
+import pytest
 from aiohttp import WSMessage, WSMsgType
+
+from pipeline.data.sources.files import FileSource
 
 PACED = {"trade": "trade::", "bookTicker": "bidask:", "markPrice": "markPrice:"}
 
@@ -168,3 +174,39 @@ class FakeWebSocket:
 
     async def pong(self, *args: Any) -> None:
         return None
+
+
+# ---- the recordings (../shared/data) ----------------------------------------------------------------
+
+
+def load_markets(shared_data: Path) -> dict[str, Any]:
+    """ccxt's recorded Binance markets, or skip."""
+    path = shared_data / "ccxt_recorded" / "markets_binance.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return json.loads(path.read_text())
+
+
+def load_recording(shared_data: Path, folder: Path, lines: int) -> dict[str, Any]:
+    """The first ``lines`` lines of the BTCUSDT capture: their JSON text, the REST snapshot, and the
+    files source's parse of them (or skip)."""
+    path = shared_data / "binance_ws_raw" / "usdm_btcusdt_20240808.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    with gzip.open(path, "rt") as handle:
+        raw = [line for _, line in zip(range(lines), handle)]
+    sample = folder / "usdm_btcusdt_sample.gz"
+    with gzip.open(sample, "wt") as handle:
+        handle.writelines(raw)
+    texts = [line.rstrip("\n").split(" ", 1)[1] for line in raw]
+    snapshot = next(json.loads(t) for t in texts if t.startswith('{"lastUpdateId"'))
+    batches = {(b.symbol, b.kind): b.rows for b in FileSource(str(sample)).batches()}
+    return {"texts": texts, "snapshot": snapshot, "files": batches}
+
+
+def pro_client(markets: dict[str, Any], server: FakeBinance) -> Any:
+    """A real ccxt.pro binanceusdm with the recorded markets, its transports the fake's."""
+    client = ccxt.pro.binanceusdm({"enableRateLimit": False})
+    client.set_markets(copy.deepcopy(markets))
+    server.install(client)
+    return client

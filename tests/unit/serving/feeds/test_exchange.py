@@ -11,8 +11,6 @@ Binance's book rule applied here independently. Backoff timing goes through an i
 from __future__ import annotations
 
 import asyncio
-import copy
-import gzip
 import json
 import random
 import time
@@ -25,7 +23,6 @@ import pytest
 
 from pipeline.config import ExchangeConfig
 from pipeline.data.schemas import Kind
-from pipeline.data.sources.files import FileSource
 from pipeline.errors import ConfigError
 from pipeline.features.l2book import L2Book
 from serving.events import Quote, Trade
@@ -34,7 +31,7 @@ from serving.feeds.base import (
 )  # fmt: skip
 from serving.feeds.exchange import Backoff, ExchangeFeed, ExchangeFeedConfig
 
-from .binance_fake import FakeBinance
+from .binance_fake import FakeBinance, load_markets, load_recording, pro_client
 
 SYMBOL = "BTC/USDT:USDT"
 LINES = 1500  # ~230 trades, ~1,150 book tickers, ~110 depth diffs and the REST snapshot (line 55)
@@ -44,34 +41,12 @@ ONLY = {"trades": False, "quotes": False, "mark_price": False, "depth": False}
 
 @pytest.fixture(scope="module")
 def markets(shared_data: Path) -> dict[str, Any]:
-    path = shared_data / "ccxt_recorded" / "markets_binance.json"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    return json.loads(path.read_text())
+    return load_markets(shared_data)
 
 
 @pytest.fixture(scope="module")
 def recording(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The first LINES lines: their JSON text, the REST snapshot, and the files source's parse."""
-    path = shared_data / "binance_ws_raw" / "usdm_btcusdt_20240808.gz"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent")
-    with gzip.open(path, "rt") as handle:
-        raw = [line for _, line in zip(range(LINES), handle)]
-    sample = tmp_path_factory.mktemp("ws") / "usdm_btcusdt_sample.gz"
-    with gzip.open(sample, "wt") as handle:
-        handle.writelines(raw)
-    texts = [line.rstrip("\n").split(" ", 1)[1] for line in raw]
-    snapshot = next(json.loads(t) for t in texts if t.startswith('{"lastUpdateId"'))
-    batches = {(b.symbol, b.kind): b.rows for b in FileSource(str(sample)).batches()}
-    return {"texts": texts, "snapshot": snapshot, "files": batches}
-
-
-def pro_client(markets: dict[str, Any], server: FakeBinance) -> Any:
-    client = ccxt.pro.binanceusdm({"enableRateLimit": False})
-    client.set_markets(copy.deepcopy(markets))
-    server.install(client)
-    return client
+    return load_recording(shared_data, tmp_path_factory.mktemp("ws"), LINES)
 
 
 class Delays:
