@@ -24,6 +24,7 @@ from flows.doctor import register as register_doctor_command
 from flows.serve_cli import register as register_serve_command
 from flows.status_cli import register as register_status_command
 from flows.train_cli import register as register_train_commands
+from flows.up import register as register_up_commands
 from pipeline.config import AppConfig
 from pipeline.home import autoscalp_home
 
@@ -41,6 +42,7 @@ register_serve_command(app)  # serve (flows/serve_cli.py)
 register_status_command(app)  # status (flows/status_cli.py)
 register_doctor_command(app)  # doctor (flows/doctor.py)
 register_config_commands(app)  # config reference, config show (flows/config_reference.py)
+register_up_commands(app)  # up, down (flows/up.py)
 
 
 @app.callback()

@@ -1,4 +1,5 @@
-"""Features flow: one task per symbol and day (in parallel), then the selection.
+"""Features flow: one task per symbol and day (in parallel on the `runner` config: threads or Dask),
+then the selection.
 
 Each day task extracts the candidates (every one fitting the warm-up budget, or the names given)
 with look-back for warm-up and look-ahead for the labels, and writes its partition of the feature
@@ -14,6 +15,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.config import load_product_config
+from flows.runners import run_each
 from pipeline.data.store import TickStore
 from pipeline.errors import AutoscalpError
 from pipeline.features.dataset import (
@@ -75,8 +77,8 @@ def features_flow(
     ticks, features = stores(config_path)
     days = plan_days(ticks, symbols)
     candidates = candidate_names(config, names, depth=days_have_depth(ticks, days))
-    futures = [build_day_task.submit(key, candidates, config_path) for key in days]
-    records = [future.result() for future in futures]
+    calls = [{"key": key, "names": candidates, "config_path": config_path} for key in days]
+    records = run_each(build_day_task, calls, config.runner)
     selection = select_task(records, candidates, config_path)
     return build_report(records, selection, str(features.root))
 

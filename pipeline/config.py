@@ -23,6 +23,20 @@ from pipeline.errors import ConfigError
 CONFIG_ENV = "AUTOSCALP_CONFIG"
 UNIFIED_SYMBOL = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+)?$")
 SECRET_KEYS = {"api_key", "apikey", "secret", "api_secret", "password", "passphrase", "private_key"}
+URL_PASSWORD = re.compile(r"^[A-Za-z0-9+.-]+://[^/@:]*:[^/@]*@")
+
+
+class SecretInConfigError(ValueError):
+    """A secret found in a config value (reported without the value)."""
+
+
+def no_password_in_url(url: str | None) -> str | None:
+    """URLs in config files name the user and host only: the password comes from the environment
+    (PGPASSWORD or ~/.pgpass for PostgreSQL, which libpq reads itself; MLflow's own variables)."""
+    if url and URL_PASSWORD.match(url):
+        raise SecretInConfigError("the URL holds a password: secrets are never read from config files; leave it out and "
+                         "set PGPASSWORD or ~/.pgpass (PostgreSQL), MLFLOW_TRACKING_PASSWORD (a tracking server)")
+    return url
 
 
 class Frozen(BaseModel):
@@ -146,6 +160,8 @@ class TuningConfig(Frozen):
     metric: Literal["log_loss", "auc"] = Field("log_loss", description="mean over the walk-forward folds")
     pruner_startup_trials: int = Field(5, ge=0, description="trials before the median pruner may prune")
 
+    _storage_without_password = field_validator("storage")(no_password_in_url)
+
     @model_validator(mode="after")
     def _some_budget(self) -> TuningConfig:
         if self.trials is None and self.timeout_s is None:
@@ -170,9 +186,14 @@ class TrackingConfig(Frozen):
     """MLflow tracking and model registry (pipeline.training.tracking)."""
 
     uri: str | None = Field(
-        None, description="tracking + registry URI (http://host:5000...); null = $MLFLOW_TRACKING_URI, "
-        "else sqlite:///$AUTOSCALP_HOME/mlflow/mlflow.db with artefacts under $AUTOSCALP_HOME/mlflow/artifacts"
+        None, description="tracking + registry URI (http://host:5000, postgresql://user@host/db...); null = "
+        "$MLFLOW_TRACKING_URI, else sqlite:///$AUTOSCALP_HOME/mlflow/mlflow.db"
     )
+    artifact_location: str | None = Field(
+        None, description="artefact root of the experiment when this creates it (s3://bucket/prefix, file:///shared/"
+        "dir...); null = $AUTOSCALP_HOME/mlflow/artifacts for a database URI, the server's own store for http(s)"
+    )
+    _uri_without_password = field_validator("uri")(no_password_in_url)
     experiment: str = Field("autoscalp", description="MLflow experiment of the retrain cycles")
     register_model: bool = Field(True, description="register the ensemble as autoscalp-<symbol slug>@challenger")
 
@@ -330,6 +351,8 @@ def _describe(exc: ValidationError, model: type[BaseModel]) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
         return f"{key}: unknown key{hint}"
     message = error["msg"].removeprefix("Value error, ")
+    if isinstance(error.get("ctx", {}).get("error"), SecretInConfigError):
+        return f"{key}: {message}"  # never echo the value: it holds the secret
     return f"{key}: {message} (got {error.get('input')!r})"
 
 

@@ -3,8 +3,10 @@
 Embedded by default: tracking and registry in ``sqlite:///$AUTOSCALP_HOME/mlflow/mlflow.db``,
 artefacts under ``$AUTOSCALP_HOME/mlflow/artifacts`` (set on the experiment when it is created, so
 nothing lands in ./mlruns of whatever directory a command ran in). ``training.tracking.uri`` in the
-config, else ``MLFLOW_TRACKING_URI``, points it anywhere else; a tracking server
-(``http://host:5000``) works unchanged and keeps its own artefact store.
+config, else ``MLFLOW_TRACKING_URI``, points it anywhere else: another database
+(``postgresql://user@host/db``, psycopg2; tracking and registry both) or a tracking server
+(``http://host:5000``), which keeps its own artefact store. ``training.tracking.artifact_location``
+puts a new experiment's artefacts on any MLflow artifact URI (``s3://bucket/prefix``, ``file:///...``).
 
 Autologging stays off (STACK.md: it turns an 18 ms fit into 4.6 s and makes a run per trial of
 its own); metrics go in batches (``log_metrics`` / ``log_batch``).
@@ -73,6 +75,15 @@ def check_reachable(uri: str) -> None:
             raise TrackingError(f"MLflow store {uri}: cannot create {path.parent} ({exc.strerror})") from None
 
 
+def experiment_artifact_location(uri: str, config: TrackingConfig) -> str | None:
+    """Where a new experiment keeps its artefacts: the configured location; else, for a database reached
+    directly (SQLite, PostgreSQL...), under AUTOSCALP_HOME (MLflow's own default there is ./mlruns of
+    whatever directory the command ran in); else (a tracking server) None: the server decides."""
+    if config.artifact_location:
+        return config.artifact_location
+    return None if uri.startswith(("http://", "https://")) else artifact_root().as_uri()
+
+
 def connect(config: TrackingConfig) -> tuple[str, str]:
     """Point MLflow at the store, create the experiment if needed; returns (uri, experiment id)."""
     import mlflow
@@ -85,9 +96,9 @@ def connect(config: TrackingConfig) -> tuple[str, str]:
         experiment = mlflow.get_experiment_by_name(config.experiment)
         if experiment is not None:
             return uri, experiment.experiment_id
-        location = artifact_root().as_uri() if uri == embedded_uri() else None
-        if location:
-            artifact_root().mkdir(parents=True, exist_ok=True)
+        location = experiment_artifact_location(uri, config)
+        if location and location.startswith("file://"):
+            Path(location.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         return uri, mlflow.create_experiment(config.experiment, artifact_location=location)
     except AutoscalpError:
         raise

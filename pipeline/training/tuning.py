@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from pipeline.config import TrainingConfig
 from pipeline.home import autoscalp_home
@@ -121,9 +121,10 @@ def open_study(kind: str, study_name: str, config: TrainingConfig, worker: int =
             study = optuna.create_study(storage=open_storage(config.tuning.storage), study_name=study_name,
                                         direction=direction, sampler=sampler, pruner=pruner, load_if_exists=True)
             break
-        except (OperationalError, IntegrityError):
+        except (OperationalError, IntegrityError, ProgrammingError):
             # Workers starting together on a fresh database race to create Optuna's tables and
-            # version row; the loser sees "table exists" or a duplicate key. The tables exist now.
+            # version row; the loser sees "table exists" (SQLite: OperationalError, PostgreSQL:
+            # ProgrammingError DuplicateTable) or a duplicate key. The tables exist now.
             if attempt == OPEN_ATTEMPTS - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))

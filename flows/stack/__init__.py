@@ -1,0 +1,1 @@
+"""``autoscalp up``: the local stack as supervised processes (config, components, supervisor, state)."""
