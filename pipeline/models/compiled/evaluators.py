@@ -292,6 +292,19 @@ def lstm_project(mean, std, w_ih0, b_ih0, x, out):
         out[u] += b_ih0[u]
 
 
+@njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH, inline="always")
+def lstm_upper_input(below, w_ih, b_ih, out):
+    """A layer above the first: its input projection ``below @ w_ih + b_ih`` (into ``out``), in the
+    order the window and the carried evaluators both sum it."""
+    out[:] = 0.0
+    for j in range(below.shape[0]):
+        bj = below[j]
+        for u in range(out.shape[0]):
+            out[u] += bj * w_ih[j, u]
+    for u in range(out.shape[0]):
+        out[u] += b_ih[u]
+
+
 @njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH)
 def lstm_cell(inputs, w_hh, b_hh, h, c, gates, from_zero):
     """One step of ``nn.LSTM``'s cell: ``gates = (W_hh h + b_hh) + inputs`` (inputs = ``W_ih x + b_ih``),
@@ -365,14 +378,7 @@ def lstm_window_proba(w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration,
             if layer == 0:
                 x_proj = ring[slot * gates:(slot + 1) * gates]
             else:
-                below = hs[(layer - 1) * hidden:layer * hidden]
-                inputs[:] = 0.0
-                for j in range(hidden):
-                    bj = below[j]
-                    for u in range(gates):
-                        inputs[u] += bj * w_ih_upper[layer - 1, j, u]
-                for u in range(gates):
-                    inputs[u] += b_ih[layer, u]
+                lstm_upper_input(hs[(layer - 1) * hidden:layer * hidden], w_ih_upper[layer - 1], b_ih[layer], inputs)
                 x_proj = inputs
             lstm_cell(x_proj, w_hh[layer], b_hh[layer], h, c, work, t == 0)
     top = hs[(layers - 1) * hidden:layers * hidden]
@@ -411,14 +417,7 @@ def lstm_carried_proba(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, h
         if layer == 0:
             lstm_cell(x_proj, w_hh[layer], b_hh[layer], h, c, work, first)
         else:
-            below = hs[(layer - 1) * hidden:layer * hidden]
-            inputs[:] = 0.0
-            for j in range(hidden):
-                bj = below[j]
-                for u in range(gates):
-                    inputs[u] += bj * w_ih_upper[layer - 1, j, u]
-            for u in range(gates):
-                inputs[u] += b_ih[layer, u]
+            lstm_upper_input(hs[(layer - 1) * hidden:layer * hidden], w_ih_upper[layer - 1], b_ih[layer], inputs)
             lstm_cell(inputs, w_hh[layer], b_hh[layer], h, c, work, first)
     state[RING_ROWS] += 1
     top = hs[(layers - 1) * hidden:layers * hidden]
