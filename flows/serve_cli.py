@@ -21,6 +21,8 @@ def serve_command(
     broker: Annotated[Optional[str], typer.Option(help="paper | live (live also needs serve.live_confirmed).")] = None,
     http_port: Annotated[Optional[int], typer.Option(help="Health/metrics/control port on 127.0.0.1 (0: any).")] = None,
     symbol: Annotated[Optional[str], typer.Option("--symbol", "-s", help="Symbol (default: the first configured).")] = None,
+    testnet: Annotated[bool, typer.Option("--testnet", help="The exchange's sandbox (Binance: demo trading) for the "
+                                          "exchange feed and the live broker (= exchange.testnet: true).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Trade: a feed through the features, the champion ensemble, the engine and the risk managers
@@ -29,7 +31,7 @@ def serve_command(
     from flows.serve_view import daemon_view, view_mode
     from serving.daemon.build import build_daemon
 
-    cfg = _config(config)
+    cfg = with_testnet(_config(config)) if testnet else _config(config)
     overrides = {k: v for k, v in {"feed": feed, "speed": speed, "broker": broker, "http_port": http_port}.items()
                  if v is not None}  # fmt: skip
     with user_errors():
@@ -55,6 +57,11 @@ def serve_command(
     else:
         stdout.print(f"stopped ({stats.stopped_because}): {stats.events:,} events, {stats.orders:,} orders, "
                      f"{stats.fills:,} fills, {stats.swaps} model swaps")  # fmt: skip
+
+
+def with_testnet(cfg):  # noqa: ANN001, ANN201 (flows.config.ProductConfig)
+    """``cfg`` with the exchange's sandbox: orders and market data both go to the testnet."""
+    return cfg.model_copy(update={"exchange": cfg.exchange.model_copy(update={"testnet": True})})
 
 
 def _reasons(exc: ValidationError) -> str:

@@ -27,7 +27,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from flows.config import ProductConfig
-from flows.schedule import INGEST_DEPLOYMENT, RETRAIN_DEPLOYMENT
 from flows.stack.config import ComponentName
 from flows.stack.state import MARKER
 from pipeline.errors import AutoscalpError
@@ -164,6 +163,10 @@ def plan(config: ProductConfig, config_path: Path | None, home: Home, ports: dic
             raise AutoscalpError(f"schedule.work_pool is {config.schedule.work_pool!r}: the deployments run on "
                                  "that pool's workers, not in `up`; drop schedule from up.components")
         api = clients["PREFECT_API_URL"]
+        # imported here: flows.schedule imports the flows and Prefect, which must come after the CLI
+        # has set Prefect's logging environment (flows/_env.py)
+        from flows.schedule import INGEST_DEPLOYMENT, RETRAIN_DEPLOYMENT
+
         names = (INGEST_DEPLOYMENT, RETRAIN_DEPLOYMENT)
         components.append(Component(
             "schedule", _flows("-v", "schedule", *config_args), clients,

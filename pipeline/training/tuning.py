@@ -10,7 +10,8 @@ start-up trials). XGBoost and LSTM trials report the running mean after each fol
 pruner, which stops a trial whose first folds are already worse than the median.
 
 Several processes or machines tune one study by pointing at the same storage and study name; the
-trial budget is for the study (all workers together), ``timeout_s`` for each worker. Storage:
+trial budget is for the study (all workers together; each worker may start one more as another
+ends: n workers overshoot by at most n - 1), ``timeout_s`` for each worker. Storage:
 ``None`` = SQLite file ``$AUTOSCALP_HOME/optuna/optuna.db`` (with a busy timeout: SQLite locks the
 whole file per write, which is fine for a few local workers); any SQLAlchemy URL
 (``postgresql://user@host/db``) unchanged for many workers or machines; ``journal:PATH`` for

@@ -223,7 +223,8 @@ def test_two_optuna_workers_share_one_study_on_postgresql(postgres, tmp_path):
     assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in outputs]
     study = optuna.load_study(study_name="shared", storage=url)
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert len(trials) == 8  # the budget is the study's, not each worker's
+    # the budget is the study's, not each worker's (16): a worker may start one trial as the other ends
+    assert 8 <= len(trials) <= 9, len(trials)
     by_worker = {t.user_attrs["worker"] for t in trials}
     assert len(by_worker) == 2, by_worker  # both processes contributed
 
