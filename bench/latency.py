@@ -24,6 +24,11 @@ bench/results/latency.json, with the machine, the git revision and the load. One
   home, paper broker, journal, telemetry) fed the same events through its ``_on_event``; its
   Prometheus histogram's quantiles beside this benchmark's, and this benchmark's samples counted
   in the same buckets.
+- gc (``--gc``, ``--gc-compare``): the timed loops run with the cyclic collector as ``Daemon.run``
+  sets it (``daemon``: serving.daemon.loop.settle_gc, start-up objects frozen and young collections
+  rare), and the whole path again with it ``off`` and at Python's ``default``; the collections that
+  ran inside each loop are counted (the explicit young one at its start included). ``full_collect_ms``:
+  one full collection in this process before and after the freeze, the pause it would put on a tick.
 - backtest: bench_backtest's ``measure`` on the capture tiled x--backtest-repeat: events/s with the
   full decision path (features, compiled batch P(up), engine, venue) and replay-only (no model).
 - lstm_state: the LSTM fitted both ways on the same rows (carried state vs. a 16-row window from a
@@ -62,9 +67,12 @@ from pipeline.features.events import EventArrays  # noqa: E402
 from serving.events import MarketLimits, Quote  # noqa: E402
 from serving.feeds.replay import stream_events  # noqa: E402
 from serving.runtime.model import ModelRuntime, compiled_ensemble  # noqa: E402
+from serving.daemon.loop import restore_gc, settle_gc  # noqa: E402
 from serving.runtime.telemetry import LATENCY_BUCKETS_US, latency_quantile_us  # noqa: E402
 
 CAPTURE = "binance_ws_raw/usdm_btcusdt_20240808.gz"
+GC_MODES = ("daemon", "off", "default")
+PYTHON_GC = gc.get_threshold()
 LAP_GAP_NS = 1_000_000
 NAN = math.nan
 
@@ -100,7 +108,43 @@ def limits() -> MarketLimits:
     return market_limits(SYMBOL, config.backtest, config.venue)
 
 
-def whole_path(runtime: ModelRuntime, stream: list, home: Path) -> dict:
+@contextlib.contextmanager
+def gc_mode(mode: str):  # noqa: ANN201
+    """The cyclic collector during a timed loop: ``daemon`` as ``Daemon.run`` sets it (settle_gc:
+    start-up frozen, young collections rare), ``off`` disabled, ``default`` as Python ships. Yields
+    a list that gets the collections per generation that ran inside."""
+    restore_gc(PYTHON_GC)  # from Python's defaults, whatever ran before (Daemon.start settles it too)
+    before = [s["collections"] for s in gc.get_stats()]
+    ran: list[int] = []
+    if mode == "daemon":
+        settle_gc()
+    else:
+        gc.collect(1)
+    if mode == "off":
+        gc.disable()
+    try:
+        yield ran
+    finally:
+        ran += [s["collections"] - b for s, b in zip(gc.get_stats(), before)]
+        gc.enable()
+        restore_gc(PYTHON_GC)
+
+
+def full_collect_ms() -> dict:
+    """One full collection's pause in this process (the serve process holds about as much: torch,
+    MLflow, the model), before and after gc.freeze; the freeze is undone after."""
+    out = {}
+    for label in ("unfrozen", "frozen"):
+        gc.collect()  # settle what is garbage now, then time a collection with nothing to free
+        t0 = time.perf_counter()
+        gc.collect()
+        out[label] = round((time.perf_counter() - t0) * 1e3, 2)
+        gc.freeze()
+    gc.unfreeze()
+    return out | {"tracked_objects": len(gc.get_objects())}
+
+
+def whole_path(runtime: ModelRuntime, stream: list, home: Path, gc_policy: str = "daemon") -> dict:
     """One pass as the daemon runs a tick: the broker sees the event, then (timed) runtime + engine,
     then the orders go to the paper broker and its fills back to the engine (not timed)."""
     from flows.config import ProductConfig
@@ -128,9 +172,7 @@ def whole_path(runtime: ModelRuntime, stream: list, home: Path) -> dict:
             counts["orders"] += len(record.orders)
             deliver(broker.submit(record, ts))
 
-    gc.collect()
-    gc.disable()
-    try:
+    with gc_mode(gc_policy) as collections:
         for event in stream:
             ts = event.ts_ns
             deliver(broker.on_market(event))
@@ -154,14 +196,13 @@ def whole_path(runtime: ModelRuntime, stream: list, home: Path) -> dict:
                 send(engine.on_clock(ts), ts)
                 deliver(broker.poll(ts))
                 next_clock = ts + clock_ns
-    finally:
-        gc.enable()
-        broker.close()
+    broker.close()
     return {"runtime": np.array(t_runtime), "engine": np.array(t_engine), "whole": np.array(t_whole),
-            "ok_quotes": np.array(ok_rows), "counts": counts | {"kill_switch": engine.kill.state}}
+            "ok_quotes": np.array(ok_rows), "counts": counts | {"kill_switch": engine.kill.state},
+            "gc_collections": collections}
 
 
-def daemon_histogram(ensemble, stream: list, home: Path) -> dict:  # noqa: ANN001
+def daemon_histogram(ensemble, stream: list, home: Path, gc_policy: str = "daemon") -> dict:  # noqa: ANN001
     """The daemon as ``autoscalp serve`` assembles it, fed ``stream`` through ``_on_event`` on this
     thread (the feed's thread is left out: its GIL hand-overs are the feed's cost, not the
     decision's); the telemetry's bucket counts over the quotes after the runtime is warm."""
@@ -189,20 +230,18 @@ def daemon_histogram(ensemble, stream: list, home: Path) -> dict:  # noqa: ANN00
     daemon.feed = _NoFeed()
     daemon.start(stream[0].ts_ns)
     clock_ns, next_clock, warm_at = serve.clock_ms * 1_000_000, 0, None
-    gc.collect()
-    gc.disable()
     try:
-        for event in stream:
-            daemon._on_event(event)
-            if warm_at is None and daemon.runtime.last_ok:
-                warm_at = list(daemon.telemetry._buckets)
-            ts = event.ts_ns
-            if ts >= next_clock:
-                daemon._handle(daemon.engine.on_clock(ts), ts)
-                daemon._deliver(daemon.broker.poll(ts), ts)
-                next_clock = ts + clock_ns
+        with gc_mode(gc_policy) as collections:  # as Daemon.run, which calls start() then settle_gc()
+            for event in stream:
+                daemon._on_event(event)
+                if warm_at is None and daemon.runtime.last_ok:
+                    warm_at = list(daemon.telemetry._buckets)
+                ts = event.ts_ns
+                if ts >= next_clock:
+                    daemon._handle(daemon.engine.on_clock(ts), ts)
+                    daemon._deliver(daemon.broker.poll(ts), ts)
+                    next_clock = ts + clock_ns
     finally:
-        gc.enable()
         end = list(daemon.telemetry._buckets)
         daemon.request_stop("bench done")
         daemon.shutdown()
@@ -210,7 +249,7 @@ def daemon_histogram(ensemble, stream: list, home: Path) -> dict:  # noqa: ANN00
             daemon.control.stop()
     counts = [b - a for a, b in zip(warm_at or [0] * len(end), end)]
     return {"counts": counts, "stats": {"quotes": daemon.stats.quotes, "orders": daemon.stats.orders,
-                                        "fills": daemon.stats.fills}}  # fmt: skip
+                                        "fills": daemon.stats.fills}, "gc_collections": collections}  # fmt: skip
 
 
 class _NoFeed:
@@ -249,6 +288,10 @@ def main() -> None:
     parser.add_argument("--backtest-repeat", type=int, default=20)
     parser.add_argument("--xgb-rounds", type=int, nargs="*", default=[200, 100],
                         help="also time the whole path with ensembles whose XGBoost has these rounds")
+    parser.add_argument("--gc", choices=GC_MODES, default="daemon",
+                        help="the collector in the timed loops (daemon: as Daemon.run sets it)")
+    parser.add_argument("--gc-compare", nargs="*", choices=GC_MODES, default=["off", "default"],
+                        help="also time the whole path with the collector set these ways")
     parser.add_argument("--skip", nargs="*", default=[], choices=["library", "daemon", "backtest", "lstm_state"])
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "latency.json")
     args = parser.parse_args()
@@ -277,7 +320,7 @@ def run(args: argparse.Namespace) -> dict:
                          "lstm": {k: ensemble.members["lstm"].params[k] for k in ("state", "window", "hidden", "layers")}}  # fmt: skip
     home = Path(tempfile.mkdtemp(prefix="autoscalp-latency-"))
     say(f"{len(stream)} events; timing the whole path ...")
-    whole = whole_path(runtime, stream, home)
+    whole = whole_path(runtime, stream, home, args.gc)
     quotes = sum(type(e) is Quote for e in stream)
     if not len(whole["whole"]):
         raise SystemExit(f"no quote where the model answered in {len(stream)} events: more --laps")
@@ -290,6 +333,13 @@ def run(args: argparse.Namespace) -> dict:
                          "ensemble": {k: v for k, v in parts["ensemble_proba_tick_in"].items()},
                          "runtime_on_quote": stage(whole["runtime"]), "engine_decision": stage(whole["engine"]),
                          "whole_path": stage(whole["whole"])}  # fmt: skip
+    results["gc"] = {args.gc: {"whole_path": results["stages"]["whole_path"], "collections": whole["gc_collections"]},
+                     "full_collect_ms": full_collect_ms()}  # fmt: skip
+    for mode in (m for m in args.gc_compare if m != args.gc):
+        say(f"the whole path with the collector {mode} ...")
+        (home / f"gc-{mode}").mkdir(exist_ok=True)
+        other = whole_path(ModelRuntime(ROLES, runtime.compiled, STRIDE), stream, home / f"gc-{mode}", mode)
+        results["gc"][mode] = {"whole_path": stage(other["whole"]), "collections": other["gc_collections"]}
     results["target"] = {"p50_us": 10.0, "p99_us": 20.0,
                          "met": results["stages"]["whole_path"]["p50_us"] <= 10.0
                          and results["stages"]["whole_path"]["p99_us"] <= 20.0}  # fmt: skip
@@ -301,7 +351,8 @@ def run(args: argparse.Namespace) -> dict:
             smaller, _ = fit_ensemble(synthetic_events(SyntheticSourceConfig(seed=11, ticks=300_000), SYMBOL),
                                       args.train_rows, xgb_rounds=rounds)  # fmt: skip
             (home / f"x{rounds}").mkdir(exist_ok=True)
-            run_ = whole_path(ModelRuntime(ROLES, compiled_ensemble(smaller), STRIDE), stream, home / f"x{rounds}")
+            run_ = whole_path(ModelRuntime(ROLES, compiled_ensemble(smaller), STRIDE), stream, home / f"x{rounds}",
+                              args.gc)  # fmt: skip
             results["by_xgb_rounds"].append({"xgb_trees": rounds, "whole_path": stage(run_["whole"]),
                                              "runtime_on_quote": stage(run_["runtime"])})  # fmt: skip
     if "library" not in args.skip:
@@ -321,7 +372,7 @@ def run(args: argparse.Namespace) -> dict:
         }
     if "daemon" not in args.skip:
         say("the daemon's histogram ...")
-        daemon = daemon_histogram(ensemble, stream, home / "daemon")
+        daemon = daemon_histogram(ensemble, stream, home / "daemon", args.gc)
         mine = bucket_counts(whole["whole"])
         results["daemon_histogram"] = {
             "buckets_us": list(LATENCY_BUCKETS_US),
@@ -329,6 +380,7 @@ def run(args: argparse.Namespace) -> dict:
             "bench_in_the_same_buckets": histogram_quantiles(mine) | {"decisions": sum(mine)},
             "bench_exact": {"p50": results["stages"]["whole_path"]["p50_us"], "p99": results["stages"]["whole_path"]["p99_us"]},
             "daemon_counts": daemon["counts"], "bench_counts": mine, "daemon_stats": daemon["stats"],
+            "gc": args.gc, "gc_collections": daemon["gc_collections"],
         }  # fmt: skip
     if "lstm_state" not in args.skip:
         say("the LSTM both ways ...")

@@ -103,6 +103,7 @@ class Engine:
         self._liq_buffer = risk.liquidation_buffer_bps * 1e-4
         self._trim = 1.0 + lev.trim_tolerance
         self._record_all = config.record_every_tick
+        self._single = len(self._states) == 1  # on_tick's health fast path covers one symbol
         self.paused = ""  # the operator's reason while paused (pause()); empty: not paused
         # Why the model cannot be judged yet (the daemon sets it while a model warms up after a start):
         # its missing P(up) is no model failure, nothing new opens, positions are managed and keep
@@ -122,20 +123,23 @@ class Engine:
         The hot path: everything here runs on every tick, so it is written out inline.
         """
         st = self.symbols.get(quote.symbol) or self._state(quote.symbol)
-        now = quote.ts_ns
-        if now > self._ex.now:
-            self._advance(now)
+        ex = self._ex
+        now, last = quote.ts_ns, ex.now
+        if now > last:
+            if last < 0:
+                self._advance(now)
+            ex.now = now
         else:
-            now = self._ex.now
+            now = last
         values = features[self._index].tolist() if type(features) is _NDARRAY else list(self._pick(features))
         bid, ask, bid_qty, ask_qty = quote.bid, quote.ask, quote.bid_qty, quote.ask_qty
         if not (0.0 < bid < ask < _INF and bid_qty >= 0.0 and ask_qty >= 0.0):
-            self._ex.notes.append(f"invalid quote ignored: bid {bid} ask {ask}")
+            ex.notes.append(f"invalid quote ignored: bid {bid} ask {ask}")
             self._health(now)
             return self._emit(st, "tick", values, p_up, predicted_move, model_ok)
         st.bid, st.ask, st.bid_qty, st.ask_qty = bid, ask, bid_qty, ask_qty
         st.mid = mid = 0.5 * (bid + ask)
-        st.last_ts = quote.ts_ns
+        st.last_ts = ts = quote.ts_ns
         view = self._view
         view.ts_ns, view.bid, view.ask, view.bid_qty, view.ask_qty, view.mid = now, bid, ask, bid_qty, ask_qty, mid
         depth = bid_qty + ask_qty
@@ -145,37 +149,45 @@ class Engine:
         view.p_up, view.predicted_move = p_up, predicted_move
         st.model_bad = not (model_ok and 0.0 <= p_up <= 1.0)  # NaN p_up fails the comparison
 
-        portfolio, position = self.portfolio, st.position
+        portfolio, position, kill = self.portfolio, st.position, self.kill
         if position.qty != 0.0:
             portfolio.mark(position, mid)
-        self._health(now)
+        equity = portfolio.cash_usdt + portfolio.unrealised_usdt
+        # The usual tick of one symbol: nothing for _health to do (each test is the negation of one
+        # of its triggers, NaN equity included), so it is not called.
+        if not (self._single and ts >= now - self._stale_ns and not (st.model_bad and not self.warming)
+                and now < portfolio.next_day_ns and kill.state == ACTIVE and not kill.halt_pending
+                and not equity <= portfolio.peak_usdt * self._dd_floor
+                and not equity <= portfolio.day_start_usdt * self._daily_floor):  # fmt: skip
+            self._health(now)
 
         rv_slow = view.rv_slow
         vol_ratio = view.rv_fast / rv_slow if rv_slow > 0.0 else _NAN
         regime = st.regime
         previous = regime.update(now, vol_ratio, view.efficiency, view.trend_strength)
         if previous >= 0:
-            self._ex.notes.append(f"regime {REGIMES[previous]} -> {REGIMES[regime.regime]}")
+            ex.notes.append(f"regime {REGIMES[previous]} -> {REGIMES[regime.regime]}")
 
         leverage = self.leverage
-        drawdown = 1.0 - (portfolio.cash_usdt + portfolio.unrealised_usdt) / portfolio.peak_usdt
-        if vol_ratio >= leverage.shock_ratio or drawdown > 0.0:
+        drawdown = 1.0 - equity / portfolio.peak_usdt  # (_health moves no money)
+        if vol_ratio >= leverage.shock_ratio or (drawdown > 0.0 and leverage.step_changes(drawdown)):
             note = leverage.check_emergency(now, vol_ratio, drawdown)
             if note:
-                self._ex.notes.append(note)
+                ex.notes.append(note)
         st.target_leverage = target = leverage.target(view, drawdown, portfolio.win_rate, st.target_leverage)
         st.leverage = leverage.capped(target, now, st.cap)
 
         orders = st.orders
         if orders.cancelling:
             orders.expire_cancels(now, self._cancel_timeout_ns)
+        capacity = -1.0  # what the symbol may carry: the same all tick, so computed once when held
         if position.qty != 0.0:
-            self._manage_position(st, view)
-        if self.kill.state == ACTIVE:
-            self._trade(st, view)
+            capacity = ex.capacity(st)
+            self._manage_position(st, view, capacity)
+        if kill.state == ACTIVE:
+            self._trade(st, view, capacity)
         else:
             self._reduce(st)
-        ex = self._ex
         if ex.orders or ex.cancels or ex.vetoes or ex.notes or self._record_all:
             return self._emit(st, "tick", values, p_up, predicted_move, model_ok)
         return None
@@ -351,7 +363,7 @@ class Engine:
 
     # ---- the decision path ------------------------------------------------------------------------
 
-    def _trade(self, st: SymbolState, view: TickView) -> None:
+    def _trade(self, st: SymbolState, view: TickView, capacity: float) -> None:
         orders = st.orders
         entry = orders.entry
         if entry is not None and view.ts_ns - entry.placed_ns >= entry.strategy.entry_timeout_ns:
@@ -366,7 +378,7 @@ class Engine:
             if owner is None and allowed:  # a position no strategy of ours opened (resumed after a restart):
                 owner = self._adopt(st, allowed[0])  # the regime's first strategy manages it to flat
             if owner is not None and owner.makes_markets:
-                self._ex.quote(st, view, owner, owner not in allowed)
+                self._ex.quote(st, view, owner, owner not in allowed, capacity)
             return
         if entry is not None:
             return
@@ -384,7 +396,7 @@ class Engine:
         self._ex.pull(st, None, orders.bid, orders.ask)
         self._set_owner(st, None)
 
-    def _manage_position(self, st: SymbolState, view: TickView) -> None:
+    def _manage_position(self, st: SymbolState, view: TickView, capacity: float) -> None:
         """Protective exits first: stop backup, liquidation guard, trailing, the owner's exit, trim."""
         if st.orders.exit is not None:
             return
@@ -402,9 +414,8 @@ class Engine:
         elif owner is not None and not owner.makes_markets and owner.should_exit(view, side):
             self._ex.exit(st, abs(qty), tag, f"{owner.name} exit signal")
         elif not self.warming:  # (while a model warms the leverage's inputs are cold: no trim to 0x)
-            allowed = self._ex.capacity(st)
-            if abs(qty) * view.mid > allowed * self._trim:
-                trim = min(abs(qty), st.market.ceil_qty(abs(qty) - allowed / view.mid))
+            if abs(qty) * view.mid > capacity * self._trim:
+                trim = min(abs(qty), st.market.ceil_qty(abs(qty) - capacity / view.mid))
                 self._ex.exit(st, trim, "risk", f"trim to {st.leverage:.2f}x leverage")
 
     def _reduce(self, st: SymbolState) -> None:

@@ -74,7 +74,8 @@ class Execution:
     def capacity(self, st: SymbolState) -> float:
         """The notional this symbol may carry now: leverage x equity, within the notional and
         position limits and the portfolio room the other symbols leave."""
-        equity = self.portfolio.equity_usdt
+        portfolio = self.portfolio
+        equity = portfolio.cash_usdt + portfolio.unrealised_usdt  # (Portfolio.equity_usdt, without the call)
         cap = st.leverage * equity
         if self._max_notional < cap:
             cap = self._max_notional
@@ -108,14 +109,16 @@ class Execution:
             order = Order(self._client_id(), st.symbol, side, LIMIT, price, qty, True, False, strategy.name)
         self.submit(st, order, ENTRY, strategy)
 
-    def quote(self, st: SymbolState, view: TickView, mm, reduce_only: bool) -> None:
-        """Keep the market maker's two quotes where it wants them; replace only what moved enough."""
+    def quote(self, st: SymbolState, view: TickView, mm, reduce_only: bool, capacity: float = -1.0) -> None:
+        """Keep the market maker's two quotes where it wants them; replace only what moved enough.
+        ``capacity``: this tick's ``capacity(st)`` if the caller has it, else -1 (computed only when
+        needed: inventory to skew, or a quote to size)."""
         orders, mid = st.orders, view.mid
         qty = st.position.qty
-        capacity = -1.0  # computed only when needed: inventory to skew, or a quote to size
         ratio = 0.0
         if qty != 0.0:
-            capacity = self.capacity(st)
+            if capacity < 0.0:
+                capacity = self.capacity(st)
             limit = mm.max_inventory_fraction * capacity / mid
             ratio = qty / limit if limit > 0.0 else math.copysign(_INF, qty)
         bid, ask, half = mm.quotes(view, ratio)
@@ -126,21 +129,39 @@ class Execution:
                 ask = 0.0
         keep_within, replace_beyond = mm.passive_requote * half * mid, mm.adverse_requote * half * mid
         market, tick = st.market, st.market.tick
-        for side, target, working in ((1, bid, orders.bid), (-1, ask, orders.ask)):
-            if target > 0.0:  # on the grid, and post-only: never at or through the other side
-                if side > 0:
-                    target = market.floor_price(target if target < view.ask - tick else view.ask - tick)
-                else:
-                    target = market.ceil_price(target if target > view.bid + tick else view.bid + tick)
-            if working is not None:
-                if target > 0.0 and working.order.reduce_only == reduce_only \
-                        and -keep_within < side * (working.order.price - target) < replace_beyond:  # fmt: skip
-                    continue
-                self.cancel(st, working)
-            if target > 0.0:
-                if capacity < 0.0:
-                    capacity = self.capacity(st)
-                self._place_quote(st, mm, side, target, capacity, reduce_only)
+        # The two sides written out (this runs on every tick a market maker holds the symbol): each
+        # target goes on the grid, post-only (never at or through the other side); a resting quote
+        # within the band is kept, anything else goes through _requote.
+        if bid > 0.0:
+            bid = market.floor_price(bid if bid < view.ask - tick else view.ask - tick)
+        working = orders.bid
+        if working is None:
+            if bid > 0.0:
+                capacity = self._requote(st, mm, 1, bid, None, capacity, reduce_only)
+        elif not (bid > 0.0 and working.order.reduce_only == reduce_only
+                  and -keep_within < working.order.price - bid < replace_beyond):  # fmt: skip
+            capacity = self._requote(st, mm, 1, bid, working, capacity, reduce_only)
+        if ask > 0.0:
+            ask = market.ceil_price(ask if ask > view.bid + tick else view.bid + tick)
+        working = orders.ask
+        if working is None:
+            if ask > 0.0:
+                self._requote(st, mm, -1, ask, None, capacity, reduce_only)
+        elif not (ask > 0.0 and working.order.reduce_only == reduce_only
+                  and -keep_within < ask - working.order.price < replace_beyond):  # fmt: skip
+            self._requote(st, mm, -1, ask, working, capacity, reduce_only)
+
+    def _requote(self, st: SymbolState, mm, side: int, price: float, working: WorkingOrder | None,
+                 capacity: float, reduce_only: bool) -> float:  # fmt: skip
+        """Cancel the side's resting quote if any, quote ``price`` if positive; returns the capacity
+        (computed at most once per tick: placing the bid does not change it for the ask)."""
+        if working is not None:
+            self.cancel(st, working)
+        if price > 0.0:
+            if capacity < 0.0:
+                capacity = self.capacity(st)
+            self._place_quote(st, mm, side, price, capacity, reduce_only)
+        return capacity
 
     def _place_quote(self, st: SymbolState, mm, side: int, price: float, capacity: float, reduce_only: bool) -> None:
         market, qty = st.market, st.position.qty

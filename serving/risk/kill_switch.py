@@ -19,28 +19,27 @@ STATES = ("active", "reducing", "halted")
 
 
 class KillSwitch:
-    __slots__ = ("state", "reason", "_halt_reason", "_halt_until_ns", "_last_trouble_ns", "_recover_ns")
+    __slots__ = ("state", "reason", "halt_pending", "_halt_reason", "_halt_until_ns", "_last_trouble_ns", "_recover_ns")
 
     def __init__(self, recover_ms: int) -> None:
         self.state = ACTIVE
         self.reason = ""
         self._halt_reason = ""
+        self.halt_pending = False  # a halt was requested (a plain attribute: read on every tick)
         self._halt_until_ns = -1  # a halt that lifts by itself at this time (the next UTC day)
         self._last_trouble_ns = 0
         self._recover_ns = recover_ms * 1_000_000
-
-    @property
-    def halt_pending(self) -> bool:
-        return bool(self._halt_reason)
 
     def halt(self, reason: str, until_ns: int = -1) -> None:
         """Request a halt (lifting by itself at ``until_ns`` if given); the first reason stands."""
         if not self._halt_reason:
             self._halt_reason, self._halt_until_ns = reason, until_ns
+            self.halt_pending = bool(reason)
 
     def resume(self) -> None:
         """The operator lifts a halt; trouble still present keeps the switch REDUCING."""
         self._halt_reason, self._halt_until_ns = "", -1
+        self.halt_pending = False
 
     def evaluate(self, now_ns: int, trouble: str, flat: bool) -> str:
         """Apply this event's health; returns a note when the state changed, else ''."""

@@ -61,6 +61,11 @@ class LeverageManager:
         self.emergency_until_ns = now_ns + self._cooldown_ns
         return f"emergency leverage cut: {why}" if starts else ""
 
+    def step_changes(self, drawdown: float) -> bool:
+        """Whether ``check_emergency`` would see another drawdown step than the last (the engine
+        skips the call otherwise: without a volatility shock it would do nothing)."""
+        return int(drawdown / self._dd_step) != self._dd_steps
+
     def target(self, view: TickView, drawdown: float, win_rate: float, previous: float) -> float:
         """The mode's leverage for one symbol this tick, before emergency and caps. With NaN
         features adaptive keeps its previous value (no entry happens on such a tick anyway)."""

@@ -34,13 +34,10 @@ class MarketMaking(Strategy):
         self.max_inventory_fraction = config.max_inventory_fraction
         self.adverse_requote, self.passive_requote = config.adverse_requote, config.passive_requote
 
-    def half_spread(self, view: TickView) -> float:
-        """The base half-spread, relative, before the imbalance widening."""
-        half = self._vol * view.rv_fast
-        return half if half > self._min_half else self._min_half
-
     def quotes(self, view: TickView, inventory_ratio: float) -> tuple[float, float, float]:
-        half = self.half_spread(view)
+        half = self._vol * view.rv_fast  # the base half-spread, relative, before the imbalance widening
+        if not half > self._min_half:
+            half = self._min_half
         lean = self._model_skew * (2.0 * view.p_up - 1.0) - self._inv_skew * inventory_ratio
         centre = view.microprice * (1.0 + lean * half)
         imbalance, ofi = view.book_imbalance, view.ofi

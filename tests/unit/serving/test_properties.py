@@ -182,6 +182,30 @@ def test_same_events_in_same_orders_out(harness, config, lag, stream):
     assert run() == run()
 
 
+@settings(PROFILE, max_examples=30)
+@given(config=configs, lag=st.booleans(), stream=streams)
+def test_the_health_fast_path_changes_no_record(harness, config, lag, stream):
+    """Engine.on_tick skips _health on the usual tick of one symbol; calling it on every tick
+    (the engine without the fast path) gives the same records. (The scripted stream below checks
+    it where a tick itself trips the kill switch.)"""
+
+    def run(make):  # noqa: ANN001, ANN202
+        return [repr(r) for r in replay(make, config, 10_000.0, lag, stream, lambda *_: None).records]
+
+    assert run(harness) == run(always_health(harness))
+
+
+def always_health(harness):  # noqa: ANN001, ANN201
+    """``harness`` whose engine runs _health on every tick, as before on_tick's fast path."""
+
+    def make(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        h = harness(*args, **kwargs)
+        h.engine._single = False
+        return h
+
+    return make
+
+
 def test_the_streams_reach_the_interesting_states(harness):
     """Guard against vacuous properties: a scripted stream of the same kind opens a position,
     trails out, stops out, reduces on stale data and halts on the daily loss."""
@@ -206,6 +230,8 @@ def test_the_streams_reach_the_interesting_states(harness):
         notes.update(n.split(" ")[0] for r in records for n in r.notes)
         positions.append(h.position)
 
-    replay(harness, config, 10_000.0, False, stream, spy, at_acceptance)
+    h = replay(harness, config, 10_000.0, False, stream, spy, at_acceptance)
     assert any(positions) and positions[-1] == 0.0
     assert {"trailing", "kill"} <= notes and {"reducing", "halted"} <= states
+    slow = replay(always_health(harness), config, 10_000.0, False, stream, lambda *_: None)
+    assert [repr(r) for r in slow.records] == [repr(r) for r in h.records]

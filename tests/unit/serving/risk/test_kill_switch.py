@@ -28,11 +28,13 @@ def test_a_halt_goes_through_reducing_until_flat():
 
 def test_the_first_halt_reason_stands_and_resume_lifts_it():
     ks = KillSwitch(recover_ms=0)
+    assert not ks.halt_pending
     ks.halt("max drawdown")
     ks.halt("operator")
     ks.evaluate(0, "", True)
-    assert ks.reason == "max drawdown"
+    assert ks.reason == "max drawdown" and ks.halt_pending
     ks.resume()
+    assert not ks.halt_pending
     ks.evaluate(1, "", True)
     assert ks.state == ACTIVE and ks.reason == ""
 
@@ -43,7 +45,7 @@ def test_a_timed_halt_lifts_by_itself():
     ks.evaluate(50, "", True)
     assert ks.state == HALTED
     ks.evaluate(100, "", True)
-    assert ks.state == ACTIVE
+    assert ks.state == ACTIVE and not ks.halt_pending
 
 
 def test_trouble_during_a_resume_keeps_reducing():

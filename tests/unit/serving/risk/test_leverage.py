@@ -81,6 +81,13 @@ def test_each_new_drawdown_step_triggers_once():
     assert "drawdown step 1" in lm.check_emergency(5, 1.0, 0.021)
 
 
+def test_step_changes_says_when_the_engine_must_call_check_emergency():
+    lm = adaptive(drawdown_step_pct=2.0, emergency_cooldown_ms=0)
+    assert not lm.step_changes(0.019) and lm.step_changes(0.021)  # still step 0 / a new step
+    lm.check_emergency(1, 1.0, 0.041)
+    assert not lm.step_changes(0.045) and lm.step_changes(0.039) and lm.step_changes(0.061)
+
+
 def test_never_above_the_cap():
     lm = adaptive()
     assert lm.capped(10.0, 0, 3.0) == 3.0

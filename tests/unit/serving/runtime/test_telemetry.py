@@ -42,7 +42,8 @@ def test_latency_histogram_counters_and_state():
     got = samples(t)
     bucket = "autoscalp_tick_to_decision_seconds_bucket"
     assert got[(bucket, (("le", "1e-06"),))] == 1
-    assert got[(bucket, (("le", "2e-06"),))] == 2
+    assert got[(bucket, (("le", "2.5e-06"),))] == 2
+    assert got[(bucket, (("le", "7.5e-06"),))] == 2 and got[(bucket, (("le", "1.25e-05"),))] == 4
     assert got[(bucket, (("le", "1e-05"),))] == 4
     assert got[(bucket, (("le", "5e-05"),))] == 5
     assert got[(bucket, (("le", "0.001"),))] == 5 and got[(bucket, (("le", "+Inf"),))] == 6
@@ -69,11 +70,11 @@ def test_latency_histogram_counters_and_state():
 def test_latency_quantiles_from_the_buckets_as_prometheus_interpolates():
     t = Telemetry([SYMBOL])
     assert math.isnan(t.latency_quantile_us(0.5))
-    for latency_us in [3] * 50 + [12] * 49 + [2_000]:  # buckets (2, 5], (10, 15], above 1000
+    for latency_us in [3] * 50 + [12] * 49 + [2_000]:  # buckets (2.5, 5], (10, 12.5], above 1000
         t.tick(0, latency_us * US)
-    assert t.latency_quantile_us(0.5) == 5.0  # the 50th of 100 is the last of (2, 5]
-    assert t.latency_quantile_us(0.25) == 3.5  # half-way through (2, 5]
-    assert t.latency_quantile_us(0.99) == 15.0
+    assert t.latency_quantile_us(0.5) == 5.0  # the 50th of 100 is the last of (2.5, 5]
+    assert t.latency_quantile_us(0.25) == 3.75  # half-way through (2.5, 5]
+    assert t.latency_quantile_us(0.99) == 12.5
     assert t.latency_quantile_us(1.0) == 1_000.0  # above the largest bound: that bound
 
 
