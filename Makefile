@@ -14,6 +14,8 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
+	# is the installation sound? (warnings are fine on a fresh home: nothing trained or cached yet)
+	$(BIN)/autoscalp doctor
 	$(BIN)/autoscalp ingest --source synthetic
 	$(BIN)/autoscalp data info
 	$(BIN)/autoscalp features build
@@ -25,6 +27,8 @@ demo: $(BIN)/.installed
 	# the daemon: the stored ticks replayed as fast as possible through the champion (if any), the
 	# engine and the paper broker, journaled; /health and /metrics on 127.0.0.1:8787 while it runs
 	$(BIN)/autoscalp serve --feed replay --speed 0 --duration 120
+	# what a user sees of it all: champion/challenger with their backtests, the schedule, the daemon
+	$(BIN)/autoscalp status
 
 test: $(BIN)/.installed
 	$(BIN)/pytest -q
