@@ -25,7 +25,7 @@ bench/results/latency.json, with the machine, the git revision and the load. One
   Prometheus histogram's quantiles beside this benchmark's, and this benchmark's samples counted
   in the same buckets.
 - gc (``--gc``, ``--gc-compare``): the timed loops run with the cyclic collector as ``Daemon.run``
-  sets it (``daemon``: serving.daemon.loop.settle_gc, start-up objects frozen and young collections
+  sets it (``daemon``: serving.daemon.gc_policy.settle_gc, start-up objects frozen and young collections
   rare), and the whole path again with it ``off`` and at Python's ``default``; the collections that
   ran inside each loop are counted (the explicit young one at its start included). ``full_collect_ms``:
   one full collection in this process before and after the freeze, the pause it would put on a tick.
@@ -67,7 +67,7 @@ from pipeline.features.events import EventArrays  # noqa: E402
 from serving.events import MarketLimits, Quote  # noqa: E402
 from serving.feeds.replay import stream_events  # noqa: E402
 from serving.runtime.model import ModelRuntime, compiled_ensemble  # noqa: E402
-from serving.daemon.loop import restore_gc, settle_gc  # noqa: E402
+from serving.daemon.gc_policy import restore_gc, settle_gc  # noqa: E402
 from serving.runtime.telemetry import LATENCY_BUCKETS_US, latency_quantile_us  # noqa: E402
 
 CAPTURE = "binance_ws_raw/usdm_btcusdt_20240808.gz"

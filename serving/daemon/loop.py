@@ -23,7 +23,7 @@ and the paper venue has a fresh quote when the orders arrive.
 A model without a P(up) yet (the champion at a start: its features are cold; a replay is warmed on
 the store's ticks before its start, serving/daemon/build.py) is not a model failure: until its
 first P(up) the engine holds (``engine.warming``): resumed positions keep their stops and are
-managed (stop backup, liquidation guard, trims), nothing new opens. Still none ``WARM_GRACE_QUOTES``
+managed (stop backup, liquidation guard, trims), nothing new opens. Still none ``WARM_GRACE_QUOTES`` (serving/daemon/model_switch.py)
 quotes after every feature has seen its declared warm-up, it is a failure again (REDUCING). With
 no champion at all the daemon trades reducing-only, as it says.
 
@@ -42,7 +42,6 @@ daemon (``JournalFailure``: nothing more is sent, no clean stop note); a crash l
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import signal
@@ -52,8 +51,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serving.daemon.config import ServeConfig
+from serving.daemon.gc_policy import restore_gc, settle_gc
 from serving.daemon.healing import GuardedJournal, Healing, JournalFailure, crash_backoff
-from serving.engine import Engine, RetuneError
+from serving.daemon.model_switch import ModelSwitch
+from serving.engine import Engine
 from serving.events import (
     Cancel, DecisionRecord, Fill, FundingPayment, Liquidation, MarketLimits, OrderDone, Quote, Trade,
 )  # fmt: skip
@@ -64,30 +65,6 @@ from serving.state.reconcile import ReconcileReport, reconcile
 
 log = logging.getLogger(__name__)
 _MS = 1_000_000
-WARM_GRACE_QUOTES = 1_000  # quotes after the features' declared warm-up before a missing P(up) is a failure
-# Young collections after settle_gc: 1 in ~70 of the default's (700); the trading loop allocates
-# little that outlives a tick, so a collection mostly finds the other threads' garbage.
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def settle_gc() -> tuple[int, ...]:
-    """The cyclic collector while the daemon trades (bench/results/latency.json ``gc``): what exists
-    after start-up (modules, the model, the engine) is frozen out of its sight, so a collection
-    scans only what was allocated since, and young collections run rarely. It stays on: the
-    watcher's model loads make cyclic garbage that must not pile up. Returns the thresholds to
-    restore (``restore_gc``: the policy ends with ``run``, as in tests that run daemons in-process)."""
-    before = gc.get_threshold()
-    gc.collect(1)  # the young garbage; a full collection costs 0.2-0.4 s here for start-up's, once
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    return before
-
-
-def restore_gc(thresholds: tuple[int, ...]) -> None:
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
-
-
 @dataclass
 class DaemonStats:
     events: int = 0
@@ -127,9 +104,8 @@ class Daemon:
         self._equity0 = 0.0  # the engine's equity at start (set in start())
         self.feedback = None  # serving.daemon.feedback.Feedback (build.py): drift, journal export
         self._drift = None  # the trading model's DriftMonitor, fed each quote's vector
-        self._warm_quotes = 0  # quotes since the warming model's features warmed, without a P(up)
         self._flatten_prefix = "rs-"  # client ids of this run's restart flatten orders (set in start())
-        self._retune: tuple[Any, str] | None = None  # (engine config, version) waiting for a flat moment
+        self.model_switch = ModelSwitch(self.journal)  # a new model's warm-up hold and strategy params
         self._gc_thresholds: tuple[int, ...] = ()  # to restore when run() ends (settle_gc)
 
     # ---- life cycle ---------------------------------------------------------------------------
@@ -162,7 +138,7 @@ class Daemon:
         self.engine = Engine(config, runtime.names, [self.limits], report.wallet_usdt)
         self._equity0 = self.engine.portfolio.equity_usdt  # PnL counts from the run's start
         self._restart = report  # acted on at the first market event (_after_restart)
-        self._hold_while_warming(runtime, now_ns)
+        self.model_switch.hold_while_warming(self.engine, runtime, now_ns)
         self.telemetry.set_model(self.symbol, runtime, self.watcher.alert)
         self._model_changed(runtime, now_ns)
         self.telemetry.set_state("running")
@@ -212,8 +188,8 @@ class Daemon:
                             self._hold_trouble(now, act=False)  # on_clock acts on it
                         if self._last_ts:  # the engine's clock starts with the market's (module doc)
                             self._handle(self.engine.on_clock(now), now)
-                            if self._retune is not None:
-                                self._apply_retune(now)
+                            if self.model_switch.pending is not None:
+                                self._handle(self.model_switch.apply_retune(self.engine, now), now)
                         self._deliver(self.broker.poll(now), now)
                         self._report()
                     except JournalFailure:
@@ -297,7 +273,7 @@ class Daemon:
             started = time.perf_counter_ns()
             vector, p_up, ok = self.runtime.on_quote(event)
             if engine.warming:
-                self._warming_quote(ok, event.ts_ns)
+                self.model_switch.warming_quote(engine, self.runtime, ok, event.ts_ns)
             record = engine.on_tick(event, vector, p_up, math.nan, ok)
             self.telemetry.tick(started, time.perf_counter_ns())
             if ok:
@@ -472,62 +448,12 @@ class Daemon:
         self.journal.note("model", f"swap {previous.version_label} -> {runtime.version_label}", self._last_ts)
         self.telemetry.set_model(self.symbol, runtime, self.watcher.alert)
         self._model_changed(runtime, self._last_ts)
-        self._hold_while_warming(runtime, self._last_ts)
-        self._retune = self._retune_for(runtime)
-        if self._retune is not None and self._last_ts:
-            self._apply_retune(self._event_now())
-
-    # ---- a model's warm-up and its strategy parameters ----------------------------------------------
-
-    def _hold_while_warming(self, runtime: ModelRuntime, ts_ns: int) -> None:
-        """A model that has no P(up) yet holds the engine until its first (module doc)."""
-        if runtime.compiled is None or runtime.last_ok:
-            self.engine.warming = ""
-            return
-        self.engine.warming = f"{runtime.version_label} warming up"
-        self._warm_quotes = 0
-        self.journal.note("model", f"{runtime.version_label} warming up: positions keep their stops, nothing new "
-                          "opens until its first P(up)", ts_ns)  # fmt: skip
-
-    def _warming_quote(self, ok: bool, ts_ns: int) -> None:
-        runtime = self.runtime
-        if ok:
-            why = f"warm after {runtime.quotes} quotes: trading"
-        else:
-            if not runtime.warm:
-                return
-            self._warm_quotes += 1
-            if self._warm_quotes < WARM_GRACE_QUOTES:
-                return
-            why = f"still no P(up) {WARM_GRACE_QUOTES} quotes after its features warmed: a model failure"
-        self.engine.warming = ""
-        self.journal.note("model", f"{runtime.version_label} {why}", ts_ns)
-
-    def _retune_for(self, runtime: ModelRuntime) -> tuple[Any, str] | None:
-        """The engine configuration ``runtime``'s version trades with, if the engine's differs."""
-        target = runtime.engine_config
-        if target is None:
-            return None
-        target = target.model_copy(update={"client_id_prefix": self.engine.config.client_id_prefix})
-        return (target, runtime.version_label) if target != self.engine.config else None
-
-    def _apply_retune(self, now: int) -> None:
-        """The waiting strategy parameters, if no position is open now (else at a later clock)."""
-        engine = self.engine
-        if any(st.position.qty != 0.0 for st in engine.symbols.values()):
-            return
-        config, label = self._retune
-        self._retune = None
-        try:
-            record = engine.retune(config, now)
-        except RetuneError as exc:
-            self.journal.note("strategy", f"{label}: {exc}", now)
-            log.warning("%s: %s", label, exc)
-            return
-        text = "; ".join(n for n in (record.notes if record is not None else ()) if n.startswith("strategy param"))
-        self.journal.note("strategy", f"{label}'s {text}", now)
-        log.info("%s's %s", label, text)
-        self._handle(record, now)
+        switch = self.model_switch
+        switch.hold_while_warming(self.engine, runtime, self._last_ts)
+        switch.pending = switch.retune_for(self.engine, runtime)
+        if switch.pending is not None and self._last_ts:
+            now = self._event_now()
+            self._handle(switch.apply_retune(self.engine, now), now)
 
     def _report(self) -> None:
         engine, telemetry = self.engine, self.telemetry

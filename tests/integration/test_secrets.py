@@ -53,6 +53,26 @@ sources:
 serve:
   http_port: 0
 """
+# The product's steps on a small market (30k ticks, short labels, one trial): the point is where the
+# keys could leak, not the model.
+SMALL_MARKET_CONFIG = """\
+sources:
+  synthetic:
+    ticks: 30000
+labels:
+  tp_bps: 1.5
+  sl_bps: 1.5
+  horizon_seconds: 15.0
+  fee_bps_per_side: 0.0
+  include_half_spread: false
+features:
+  sampling:
+    stride: 4
+  warmup_budget: {quotes: 400, trades: 200, events: 1500, seconds: 20.0, moves: 150, depth: 500}
+training:
+  walk_forward:
+    min_train_rows: 100
+"""
 pytestmark = pytest.mark.slow
 
 
@@ -86,10 +106,11 @@ def get(url: str, data: bytes | None = None, token: str | None = None) -> tuple[
         return error.code, error.read().decode()
 
 
-def serve_and_scrape(home: Path) -> tuple[str, list[str]]:
+def serve_and_scrape(home: Path, config: Path) -> tuple[str, list[str]]:
     """A short paper ``serve``; returns its output and what its HTTP endpoints answered."""
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-c", OFFLINE_CLI, "serve", "--feed", "synthetic", "--speed", "0", "--duration", "6",
+        [sys.executable, "-u", "-c", OFFLINE_CLI, "serve", "--config", str(config), "--feed", "synthetic",
+         "--speed", "0", "--duration", "6",
          "--http-port", "0", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=product_env(home), cwd=REPO,
     )  # fmt: skip
@@ -175,21 +196,24 @@ def test_the_api_key_never_appears(tmp_path, monkeypatch, caplog):
     offline.write_text(OFFLINE_CONFIG)
     confirmed = tmp_path / "live.yaml"
     confirmed.write_text(OFFLINE_CONFIG + "  live_confirmed: true\n")
+    small = tmp_path / "small.yaml"
+    small.write_text(SMALL_MARKET_CONFIG)
     outputs: dict[str, str] = {}
     started = time.monotonic()
 
     steps = {
-        "ingest": (0, ["ingest", "--source", "synthetic", "--no-prefect"]),
-        "features": (0, ["features", "build", "--no-prefect"]),
-        "train": (0, ["train", "--trials", "1", "--no-prefect", "--json"]),
-        "backtest": (0, ["backtest", "--model", "latest", "--report", str(home / "report.html"), "--json"]),
+        "ingest": (0, ["ingest", "--source", "synthetic", "--no-prefect", "--config", str(small)]),
+        "features": (0, ["features", "build", "--no-prefect", "--config", str(small)]),
+        "train": (0, ["train", "--trials", "1", "--no-prefect", "--json", "--config", str(small)]),
+        "backtest": (0, ["backtest", "--model", "latest", "--report", str(home / "report.html"), "--json",
+                     "--config", str(small)]),
         "exchange source": (2, ["ingest", "--source", "exchange", "--no-prefect", "--config", str(offline)]),
         "live refused": (2, ["serve", "--broker", "live", "--duration", "2", "--config", str(offline)]),
         "live offline": (2, ["serve", "--broker", "live", "--duration", "2", "--config", str(confirmed)]),
     }
     for name, (code, args) in steps.items():
         if name == "exchange source":  # after the backtest: serve on the trained champion first
-            outputs["serve"], answers = serve_and_scrape(home)
+            outputs["serve"], answers = serve_and_scrape(home, small)
             outputs["serve http"] = "\n".join(answers)
         done = autoscalp(home, *args)
         outputs[name] = done.stdout + done.stderr

@@ -1,10 +1,10 @@
-"""The daemon's collector policy while it trades (serving.daemon.loop.settle_gc)."""
+"""The daemon's collector policy while it trades (serving.daemon.gc_policy.settle_gc)."""
 
 from __future__ import annotations
 
 import gc
 
-from serving.daemon.loop import GC_THRESHOLDS, restore_gc, settle_gc
+from serving.daemon.gc_policy import GC_THRESHOLDS, restore_gc, settle_gc
 
 
 def test_settle_freezes_what_start_up_made_and_restore_undoes_it():
