@@ -68,6 +68,28 @@ class _WindowLSTM(nn.Module):
         return self.head(self.dropout(output)).squeeze(-1), state
 
 
+class _EarlyStopping:
+    """Validation-loss early stopping shared by both ways of training: the best weights so far
+    (an improvement beats the best by more than 1e-7), a stop after ``patience`` epochs without one."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_loss, self.best_epoch, self.best_state = np.inf, -1, None
+        self.history: list[float] = []
+
+    def should_stop(self, val_loss: float, epoch: int, net: nn.Module) -> bool:
+        self.history.append(val_loss)
+        if val_loss < self.best_loss - 1e-7:
+            self.best_loss, self.best_epoch = val_loss, epoch
+            self.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            return False
+        return epoch - self.best_epoch >= self.patience
+
+    def restore_best(self, net: nn.Module) -> None:
+        if self.best_state is not None:
+            net.load_state_dict(self.best_state)
+
+
 class LSTMModel(Model):
     kind: ClassVar[str] = "lstm"
     defaults: ClassVar[dict[str, Any]] = {
@@ -105,8 +127,7 @@ class LSTMModel(Model):
             loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
             optimiser = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"], weight_decay=p["weight_decay"])
             val = None if X_val is None else (self._windows(X_val), torch.as_tensor(y_val, dtype=torch.float32))
-            best_loss, best_state, best_epoch, epochs_run = np.inf, None, -1, 0
-            history = []
+            stopping, epochs_run = _EarlyStopping(p["patience"]), 0
             for epoch in range(p["max_epochs"]):
                 self.net.train()
                 order = torch.randperm(len(target), generator=generator)
@@ -120,19 +141,13 @@ class LSTMModel(Model):
                 epochs_run = epoch + 1
                 if val is None:
                     continue
-                val_loss = float(loss_fn(self._logits(val[0]), val[1]))
-                history.append(val_loss)
-                if val_loss < best_loss - 1e-7:
-                    best_loss, best_epoch = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-                elif epoch - best_epoch >= p["patience"]:
+                if stopping.should_stop(float(loss_fn(self._logits(val[0]), val[1])), epoch, self.net):
                     break
-            if best_state is not None:
-                self.net.load_state_dict(best_state)
+            stopping.restore_best(self.net)
         self.net.eval()
-        self.fit_info.update(epochs=epochs_run, best_epoch=best_epoch, pos_weight=pos_weight,
-                             best_val_loss=None if val is None else best_loss,
-                             val_loss_history=history)
+        self.fit_info.update(epochs=epochs_run, best_epoch=stopping.best_epoch, pos_weight=pos_weight,
+                             best_val_loss=None if val is None else stopping.best_loss,
+                             val_loss_history=stopping.history)
 
     def _fit_carried(self, X, y, X_val, y_val) -> None:
         """Truncated BPTT over ``streams`` contiguous segments of the rows (module docstring)."""
@@ -151,8 +166,7 @@ class LSTMModel(Model):
             pos_weight = positive_weight(y)
             loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight), reduction="none")
             optimiser = torch.optim.Adam(self.net.parameters(), lr=p["learning_rate"], weight_decay=p["weight_decay"])
-            best_loss, best_state, best_epoch, epochs_run = np.inf, None, -1, 0
-            history = []
+            stopping, epochs_run = _EarlyStopping(p["patience"]), 0
             for epoch in range(p["max_epochs"]):
                 self.net.train()
                 state = None
@@ -172,17 +186,13 @@ class LSTMModel(Model):
                     continue
                 val_loss = float(nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))(
                     self._carried_logits(X_val), torch.as_tensor(y_val, dtype=torch.float32)))
-                history.append(val_loss)
-                if val_loss < best_loss - 1e-7:
-                    best_loss, best_epoch = val_loss, epoch
-                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-                elif epoch - best_epoch >= p["patience"]:
+                if stopping.should_stop(val_loss, epoch, self.net):
                     break
-            if best_state is not None:
-                self.net.load_state_dict(best_state)
+            stopping.restore_best(self.net)
         self.net.eval()
-        self.fit_info.update(epochs=epochs_run, best_epoch=best_epoch, pos_weight=pos_weight, streams=streams,
-                             best_val_loss=None if X_val is None else best_loss, val_loss_history=history)
+        self.fit_info.update(epochs=epochs_run, best_epoch=stopping.best_epoch, pos_weight=pos_weight,
+                             streams=streams, best_val_loss=None if X_val is None else stopping.best_loss,
+                             val_loss_history=stopping.history)
 
     def _raw_proba(self, X: np.ndarray) -> np.ndarray:
         with _deterministic(self.seed):
