@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from .short_data import short_data_yaml
+
 REPO = Path(__file__).resolve().parents[2]
 SYMBOL = "BTC/USDT:USDT"
 API_KEY = "akQ7zXv93LmT0pAwEkeyN4cR8sYdJ2hU"
@@ -55,24 +57,7 @@ serve:
 """
 # The product's steps on a small market (30k ticks, short labels, one trial): the point is where the
 # keys could leak, not the model.
-SMALL_MARKET_CONFIG = """\
-sources:
-  synthetic:
-    ticks: 30000
-labels:
-  tp_bps: 1.5
-  sl_bps: 1.5
-  horizon_seconds: 15.0
-  fee_bps_per_side: 0.0
-  include_half_spread: false
-features:
-  sampling:
-    stride: 4
-  warmup_budget: {quotes: 400, trades: 200, events: 1500, seconds: 20.0, moves: 150, depth: 500}
-training:
-  walk_forward:
-    min_train_rows: 100
-"""
+SMALL_MARKET_CONFIG = short_data_yaml(sources={"synthetic": {"ticks": 30000}})
 pytestmark = pytest.mark.slow
 
 

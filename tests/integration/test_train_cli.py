@@ -19,34 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from .short_data import short_data_yaml
+
 REPO = Path(__file__).resolve().parents[2]
 KINDS = ["ensemble", "forest", "logistic", "lstm", "xgb"]
-# Settings for ~6 minutes of real ticks: short label horizon, small warm-up budget, no fees
-# (a 10 bps round trip is rarely covered within seconds, and every label would be one class).
-SHORT_DATA_CONFIG = """\
-extends: {base}
-labels:
-  tp_bps: 1.5
-  sl_bps: 1.5
-  horizon_seconds: 15.0
-  fee_bps_per_side: 0.0
-  include_half_spread: false
-features:
-  sampling:
-    stride: 4
-  warmup_budget:
-    quotes: 400
-    trades: 200
-    events: 1500
-    seconds: 20.0
-    moves: 150
-    depth: 500
-training:
-  walk_forward:
-    min_train_rows: 100
-  tuning:
-    trials: 2
-"""
 
 
 def autoscalp(home: Path, *args: str, timeout: float = 600, **env_extra: str) -> subprocess.CompletedProcess:
@@ -141,7 +117,7 @@ def test_ui_points_mlflow_at_the_embedded_store_on_localhost(home, monkeypatch):
 def test_real_usdm_ticks_report_out_of_sample_auc(shared_data, tmp_path):
     home = tmp_path / "home"
     config = tmp_path / "short.yaml"
-    config.write_text(SHORT_DATA_CONFIG.format(base=REPO / "conf" / "base.yaml"))
+    config.write_text(short_data_yaml(REPO / "conf" / "base.yaml", training={"tuning": {"trials": 2}}))
     raw = shared_data / "binance_ws_raw"
     files = [raw / "usdm_btcusdt_20240808.gz", raw / "usdm_ethusdt_20240808.gz"]
     steps = [("ingest", "--source", "files", *[a for f in files for a in ("--path", str(f))], "--no-prefect"),

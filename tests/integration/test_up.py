@@ -21,45 +21,18 @@ from pipeline.data.ingest import ingest
 from pipeline.data.sources.synthetic import SyntheticSource
 from pipeline.data.store import TickStore
 
+from .short_data import short_data_yaml
+
 REPO = Path(__file__).resolve().parents[2]
 NAME = "autoscalp-BTC-USDT-USDT"
 SYMBOL = "BTC/USDT:USDT"
-# A small market and budget (as tests/integration/test_train_cli.py's short-data config): the point
+# A small market and budget (tests/integration/short_data.py): the point
 # is the stack, not the model. The promotion is the test's own step, not the retrain's gate.
-CONFIG = """\
-extends: {base}
-sources:
-  synthetic:
-    ticks: 30000
-labels:
-  tp_bps: 1.5
-  sl_bps: 1.5
-  horizon_seconds: 15.0
-  fee_bps_per_side: 0.0
-  include_half_spread: false
-features:
-  sampling:
-    stride: 4
-  warmup_budget: {{quotes: 400, trades: 200, events: 1500, seconds: 20.0, moves: 150, depth: 500}}
-training:
-  walk_forward:
-    min_train_rows: 100
-  tuning:
-    trials: 1
-promotion:
-  after_retrain: false
-schedule:
-  ingest_every_minutes: 100000.0
-  retrain_every_hours: 100000.0
-serve:
-  speed: 20.0
-  model_poll_s: 1.0
-up:
-  prefect_port: auto
-  mlflow_port: auto
-  serve_port: auto
-  stop_grace_s: 15.0
-"""
+SMALL_MARKET = {"sources": {"synthetic": {"ticks": 30000}}, "training": {"tuning": {"trials": 1}},
+                "promotion": {"after_retrain": False},
+                "schedule": {"ingest_every_minutes": 100000.0, "retrain_every_hours": 100000.0},
+                "serve": {"speed": 20.0, "model_poll_s": 1.0},
+                "up": {"prefect_port": "auto", "mlflow_port": "auto", "serve_port": "auto", "stop_grace_s": 15.0}}
 
 
 def call(url: str, body: dict | None = None) -> dict | list:
@@ -104,7 +77,7 @@ def processes_of(home: Path) -> set[int]:
 def test_up_runs_the_stack_retrains_through_prefect_serves_the_promoted_champion_and_down_leaves_nothing(tmp_path):
     home = tmp_path / "home"
     config = tmp_path / "up.yaml"
-    config.write_text(CONFIG.format(base=REPO / "conf" / "base.yaml"))
+    config.write_text(short_data_yaml(REPO / "conf" / "base.yaml", **SMALL_MARKET))
     env = {**os.environ, "AUTOSCALP_HOME": str(home),
            # the runner looks for new flow runs every 2 s instead of 10: the test waits less
            "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # fmt: skip
