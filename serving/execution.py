@@ -100,7 +100,7 @@ class Execution:
     def enter(self, st: SymbolState, view: TickView, strategy, side: int) -> None:
         market = st.market
         qty = market.floor_qty(strategy.order_fraction * self.capacity(st) / view.mid)
-        if qty * view.mid < market.min_notional or qty <= 0.0:
+        if qty * view.mid < market.min_notional or qty <= 0.0 or self.rate_waits():
             return
         if strategy.entry_type == MARKET:
             order = Order(self._client_id(), st.symbol, side, MARKET, 0.0, qty, False, False, strategy.name)
@@ -173,6 +173,8 @@ class Execution:
         size = market.floor_qty(size)
         if size <= 0.0 or (size * price < market.min_notional and not reduce_only):
             return
+        if not reduce_only and self.rate_waits():
+            return
         order = Order(self._client_id(), st.symbol, side, LIMIT, price, size, True, reduce_only, mm.name)
         self.submit(st, order, BID_QUOTE if side > 0 else ASK_QUOTE, mm)
 
@@ -228,6 +230,19 @@ class Execution:
         self.risk.sent(order, self.now)
         orders.add(WorkingOrder(order, role, strategy, st.leverage, self.now))
         self.orders.append(order)
+
+    def rate_waits(self) -> bool:
+        """The order rate's window is full: an exposure-adding order would be refused, so none is
+        built (a market maker would try again every tick, each refusal a record). The first
+        tick of a wait says so in a note; the wait ends when the window has room."""
+        risk = self.risk
+        if not risk.rate_full(self.now):
+            risk.deferring = False
+            return False
+        if not risk.deferring:
+            risk.deferring = True
+            self.notes.append(f"rate: {risk.max_rate} orders in the last second; new exposure waits")
+        return True
 
     def _client_id(self) -> str:
         # Deterministic: the same events give the same ids. The prefix must differ per run (config).

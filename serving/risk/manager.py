@@ -8,7 +8,9 @@ The checks, in RISK_CHECKS order (the first that fails is the reason):
                   order can only lower exposure, so the remaining checks do not apply to it: a
                   stop or an exit is never refused for the rate or a cap;
 - min_notional:   the exchange's minimum order value;
-- rate:           at most ``max_orders_per_s`` exposure-adding orders in any second of event time;
+- rate:           at most ``max_orders_per_s`` exposure-adding orders in any second of event time
+                  (the engine asks ``rate_full`` first and builds no such order while the window
+                  is full, noting it once: a market maker would otherwise be refused every tick);
 - position_limit: worst case (position plus every working order on that side, this one
                   included, all filled) within the symbol's limit in base coin;
 - notional_limit: that worst case's notional within ``max_notional_usdt``;
@@ -28,15 +30,16 @@ _NS_PER_S = 1_000_000_000
 
 
 class RiskManager:
-    __slots__ = ("kill", "_max_notional", "_max_rate", "_portfolio_cap", "_sent")
+    __slots__ = ("kill", "_max_notional", "max_rate", "_portfolio_cap", "_sent", "deferring")
 
     def __init__(self, kill: KillSwitch, max_notional_usdt: float, max_orders_per_s: int,
                  portfolio_exposure_cap: float) -> None:  # fmt: skip
         self.kill = kill
         self._max_notional = max_notional_usdt
-        self._max_rate = max_orders_per_s
+        self.max_rate = max_orders_per_s
         self._portfolio_cap = portfolio_exposure_cap
         self._sent: deque[int] = deque()
+        self.deferring = False  # new exposure waits for the rate window (noted once per wait)
 
     def check(self, order: Order, position: float, buy_open: float, sell_open: float, ref_price: float,
               position_limit: float, min_notional: float, leverage: float, equity: float,
@@ -65,8 +68,8 @@ class RiskManager:
         sent = self._sent
         while sent and sent[0] <= now_ns - _NS_PER_S:
             sent.popleft()
-        if len(sent) >= self._max_rate:
-            return f"rate: {self._max_rate} orders in the last second"
+        if len(sent) >= self.max_rate:
+            return f"rate: {self.max_rate} orders in the last second"
         worst = (position + buy_open + qty) if side > 0 else (sell_open - position + qty)
         if worst > position_limit * (1.0 + 1e-9):
             return f"position_limit: worst case {worst:g} above {position_limit:g}"
@@ -79,10 +82,18 @@ class RiskManager:
             return f"portfolio_cap: {other_notional + notional:.0f} USDT above {self._portfolio_cap:g}x equity"
         return ""
 
+    def rate_full(self, now_ns: int) -> bool:
+        """True while ``max_orders_per_s`` orders left in the last second: an exposure-adding order
+        would be refused for the rate now."""
+        sent = self._sent
+        while sent and sent[0] <= now_ns - _NS_PER_S:
+            sent.popleft()
+        return len(sent) >= self.max_rate
+
     def sent(self, order: Order, now_ns: int) -> None:
         """Count an order that left (reduce-only ones too: they use the venue's rate as well)."""
         sent = self._sent
         sent.append(now_ns)
-        if len(sent) > 4 * self._max_rate:  # check() prunes too; this bounds a run of exits alone
+        if len(sent) > 4 * self.max_rate:  # check() prunes too; this bounds a run of exits alone
             while sent[0] <= now_ns - _NS_PER_S:
                 sent.popleft()

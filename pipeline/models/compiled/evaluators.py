@@ -231,7 +231,7 @@ _TANH_BIG = np.float32(10.0)  # tanh(10) rounds to 1.0 in float32
 
 
 @intrinsic
-def _float32_from_bits(typingctx, bits):
+def float32_from_bits(typingctx, bits):
     """The low 32 bits of an integer read as a float32 (2**n is ``(n + 127) << 23``)."""
     if not isinstance(bits, types.Integer):
         return None
@@ -252,7 +252,7 @@ def exp32(x):
     n = np.floor(xc * _LOG2E + _HALF)
     r = (xc - n * _LN2_HI) - n * _LN2_LO
     p = _ONE + r * (_ONE + r * (_E2 + r * (_E3 + r * (_E4 + r * (_E5 + r * (_E6 + r * _E7))))))
-    y = p * _float32_from_bits((np.int64(n) + 127) << 23)
+    y = p * float32_from_bits((np.int64(n) + 127) << 23)
     return y if x == x else x
 
 

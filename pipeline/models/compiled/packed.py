@@ -73,13 +73,14 @@ class Pack:
 
 def tick_arrays(kind: str, arrays: Mapping[str, np.ndarray], n_features: int) -> dict[str, np.ndarray]:
     """A member's arrays as the per-tick call takes them, in its argument order: the trees' node
-    table as the walk table, and their groups' depths after the exported arrays
-    (walks.walk_table)."""
-    arrays = {name: arrays[name] for name in MEMBER_ARRAYS[kind]}
+    table and thresholds as one walk table (walks.walk_table; a forest's thresholds are in it and
+    not passed again) and their groups' depths after the exported arrays."""
+    tick = {name: arrays[name] for name in MEMBER_ARRAYS[kind]}
     if kind in ("forest", "xgb"):
-        arrays["group_depth"] = group_depths(arrays["nodes"], arrays["roots"])
-        arrays["nodes"] = walk_table(arrays["nodes"], n_features)
-    return arrays
+        tick["group_depth"] = group_depths(arrays["nodes"], arrays["roots"])
+        thresholds = tick.pop("thresholds") if kind == "forest" else arrays["values"]
+        tick["nodes"] = walk_table(arrays["nodes"], thresholds, n_features)
+    return tick
 
 
 def pack(exported: Mapping[str, Any]) -> Pack:
@@ -142,9 +143,9 @@ def ensemble_proba(members, weights, layout, i32, f32, f64, x, ring, ring_state)
             p = logistic_proba(_v1(f64, layout, r), _v1(f64, layout, r + 1), _v1(f64, layout, r + 2),
                                _v1(f64, layout, r + 3), _v1(f64, layout, r + 4), x)
         elif kind == FOREST:
-            p = calibrate(_v1(f64, layout, r + 4),
-                          forest_raw_walk(_v2(i32, layout, r), _v1(f32, layout, r + 1), _v1(f64, layout, r + 2),
-                                          _v1(i32, layout, r + 3), _v1(i32, layout, r + 5), xf, finite))
+            p = calibrate(_v1(f64, layout, r + 3),
+                          forest_raw_walk(_v2(i32, layout, r), _v1(f64, layout, r + 1), _v1(i32, layout, r + 2),
+                                          _v1(i32, layout, r + 4), xf, finite))
         elif kind == XGB:
             margin = xgb_margin_walk(_v2(i32, layout, r), _v1(f32, layout, r + 1), _v1(i32, layout, r + 2),
                                      _v1(i32, layout, r + 5), _v1(f32, layout, r + 3), xf, finite)
@@ -172,10 +173,12 @@ def member_proba_batch(kind: str, arrays: Mapping[str, np.ndarray], X: np.ndarra
     a = [arrays[name] for name in MEMBER_ARRAYS[kind]]
     if kind == "logistic":
         return logistic_proba_batch(*a, X)
-    if kind == "forest":
-        return forest_proba_batch(*a, X)
-    if kind == "xgb":
-        return xgb_proba_batch(*a, X)
+    if kind in ("forest", "xgb"):
+        nodes, thresholds = a[0], a[1]
+        table = walk_table(nodes, thresholds, X.shape[1])
+        if kind == "forest":
+            return forest_proba_batch(table, *a[2:], nodes, X)
+        return xgb_proba_batch(table, *a[1:], nodes, X)
     if int(arrays["carried"][0]) == 1:
         return lstm_carried_proba_batch(*a[:-2], X)
     return lstm_proba_batch(*a[:-2], int(arrays["window"][0]), X)

@@ -4,13 +4,17 @@ pipeline.models.compiled.evaluators.
 
 One tree's walk is a chain of dependent loads (node -> feature -> next node): the core waits on
 each. Walking ``WALK_GROUP`` trees in lockstep keeps that many chains in flight (~2x faster per
-tick). The walk table (``walk_table``) turns each leaf into a node that steps to itself: it
-reads the row's extra slot ``xf[k] = -inf``, which is below every leaf's value (XGBoost: ``-inf
-< value`` goes left) and threshold (forest: 0.0, ``-inf <= 0`` goes left), and its left child
-is itself. So every tree of a group takes the group's deepest walk without a leaf test, and a
-row without NaN (the usual one, checked once per tick) skips the NaN test as well. The leaves
-are then summed in tree order, as ``forest_raw`` / ``xgb_margin`` do: bit for bit the same
-probabilities. ``xf`` is the row in float32 followed by that ``-inf`` slot.
+tick). The walk table (``walk_table``) is one 8-byte record per node, so that a step touches one
+cache line and a 500-tree ensemble stays in the core's L2 (the export's node table and thresholds
+are two arrays, 12 bytes a node): int32 ``[nodes, 2]``, ``THRESHOLD`` the split's float32
+threshold's bits and ``LINK`` ``split | (left - node) << SPLIT_BITS`` (``split`` the export's
+``feature << 1 | 1 if a NaN goes right``). Each leaf is a node that steps to itself: its
+threshold is +inf, its split reads the row's extra slot ``xf[k] = -inf`` (``-inf <= +inf`` and
+``-inf < +inf``: left) and its left child is itself (offset 0). So every tree of a group takes the
+group's deepest walk without a leaf test, and a row without NaN (the usual one, checked once per
+tick) skips the NaN test as well. The leaves are then summed in tree order, as ``forest_raw`` /
+``xgb_margin`` do: bit for bit the same probabilities. ``xf`` is the row in float32 followed by
+that ``-inf`` slot.
 """
 
 from __future__ import annotations
@@ -18,18 +22,50 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.models.compiled.evaluators import LEFT, SPLIT, calibrate, xgb_sigmoid
+from pipeline.errors import AutoscalpError
+from pipeline.models.compiled.evaluators import LEFT, SPLIT, float32_from_bits, calibrate, xgb_sigmoid
 
 WALK_GROUP = 8
+THRESHOLD, LINK = 0, 1
+SPLIT_BITS = 14  # features up to 8191 (the leaves' split reads slot n_features)
+SPLIT_MASK = (1 << SPLIT_BITS) - 1
+MAX_OFFSET = (1 << (31 - SPLIT_BITS)) - 1  # a left child at most 131,071 rows after its parent
+_INF_BITS = np.float32(np.inf).view(np.int32)
 
 
-def walk_table(nodes: np.ndarray, n_features: int) -> np.ndarray:
-    """``nodes`` with each leaf's row turned into ``[itself, n_features << 1]``: ``xf[k] = -inf``
-    sends it left, to its own row."""
-    table = nodes.copy()
-    leaf = table[:, LEFT] < 0
-    table[leaf, LEFT] = np.flatnonzero(leaf)
-    table[leaf, SPLIT] = n_features << 1
+class TreeTooLargeError(AutoscalpError):
+    """A tree the walk table cannot encode (a child too far from its parent, or too many features)."""
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_walk_table(nodes, thresholds, n_features, table):
+    """``walk_table``'s records into ``table``; returns the largest offset (left - node)."""
+    widest = 0
+    bits = thresholds.view(np.int32)
+    for node in range(nodes.shape[0]):
+        left = nodes[node, LEFT]
+        if left < 0:
+            table[node, THRESHOLD] = _INF_BITS
+            table[node, LINK] = n_features << 1
+        else:
+            offset = left - node
+            widest = max(widest, offset)
+            table[node, THRESHOLD] = bits[node]
+            table[node, LINK] = nodes[node, SPLIT] | (min(offset, MAX_OFFSET) << SPLIT_BITS)
+    return widest
+
+
+def walk_table(nodes: np.ndarray, thresholds: np.ndarray, n_features: int) -> np.ndarray:
+    """The export's node table and float32 thresholds (XGBoost: its ``values``) as the walk's
+    records (module docstring). Raises ``TreeTooLargeError`` for what 32 bits cannot hold."""
+    if (n_features << 1) > SPLIT_MASK:
+        raise TreeTooLargeError(f"{n_features} features: the compiled trees take at most {SPLIT_MASK >> 1}")
+    table = np.empty((len(nodes), 2), dtype=np.int32)
+    widest = _fill_walk_table(np.ascontiguousarray(nodes, dtype=np.int32),
+                              np.ascontiguousarray(thresholds, dtype=np.float32), n_features, table)
+    if widest > MAX_OFFSET:
+        raise TreeTooLargeError(f"a tree with a child {widest} nodes after its parent: the compiled trees "
+                                f"take at most {MAX_OFFSET} (fewer or shallower trees)")
     return table
 
 
@@ -46,25 +82,32 @@ def group_depths(nodes: np.ndarray, roots: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _xgb_step(table, values, xf, node, finite):
+def _xgb_step(table, xf, node, finite):
     n = np.uint64(node)  # unsigned: no negative-index wrap-around test on each load (~2x faster)
-    left, split = table[n, LEFT], table[n, SPLIT]
-    v = xf[np.uint64(split >> 1)]
-    step = left + np.int32(not (v < values[n]))
+    link = table[n, LINK]
+    v = xf[np.uint64((link & SPLIT_MASK) >> 1)]
+    left = node + (link >> SPLIT_BITS)
+    step = left + np.int32(not (v < float32_from_bits(table[n, THRESHOLD])))
     if finite:  # loop-invariant: LLVM keeps one loop without the NaN test
         return step
-    return left + (split & 1) if v != v else step
+    return left + (link & 1) if v != v else step
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _forest_step(table, thresholds, xf, node, finite):
+def _forest_step(table, xf, node, finite):
     n = np.uint64(node)
-    left, split = table[n, LEFT], table[n, SPLIT]
-    v = xf[np.uint64(split >> 1)]
-    step = left + np.int32(not (v <= thresholds[n]))
+    link = table[n, LINK]
+    v = xf[np.uint64((link & SPLIT_MASK) >> 1)]
+    left = node + (link >> SPLIT_BITS)
+    step = left + np.int32(not (v <= float32_from_bits(table[n, THRESHOLD])))
     if finite:
         return step
-    return left + (split & 1) if v != v else step
+    return left + (link & 1) if v != v else step
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _is_leaf(table, node):
+    return (table[node, LINK] >> SPLIT_BITS) == 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -86,14 +129,14 @@ def _xgb_walk(table, values, roots, depths, base_margin, xf, finite):
         n0, n1, n2, n3 = roots[g], roots[g + 1], roots[g + 2], roots[g + 3]
         n4, n5, n6, n7 = roots[g + 4], roots[g + 5], roots[g + 6], roots[g + 7]
         for _ in range(depths[g // WALK_GROUP]):
-            n0 = _xgb_step(table, values, xf, n0, finite)
-            n1 = _xgb_step(table, values, xf, n1, finite)
-            n2 = _xgb_step(table, values, xf, n2, finite)
-            n3 = _xgb_step(table, values, xf, n3, finite)
-            n4 = _xgb_step(table, values, xf, n4, finite)
-            n5 = _xgb_step(table, values, xf, n5, finite)
-            n6 = _xgb_step(table, values, xf, n6, finite)
-            n7 = _xgb_step(table, values, xf, n7, finite)
+            n0 = _xgb_step(table, xf, n0, finite)
+            n1 = _xgb_step(table, xf, n1, finite)
+            n2 = _xgb_step(table, xf, n2, finite)
+            n3 = _xgb_step(table, xf, n3, finite)
+            n4 = _xgb_step(table, xf, n4, finite)
+            n5 = _xgb_step(table, xf, n5, finite)
+            n6 = _xgb_step(table, xf, n6, finite)
+            n7 = _xgb_step(table, xf, n7, finite)
         margin = margin + values[np.uint64(n0)]
         margin = margin + values[np.uint64(n1)]
         margin = margin + values[np.uint64(n2)]
@@ -104,22 +147,22 @@ def _xgb_walk(table, values, roots, depths, base_margin, xf, finite):
         margin = margin + values[np.uint64(n7)]
     for t in range(full, trees):
         node = roots[t]
-        while table[node, LEFT] != node:
-            node = _xgb_step(table, values, xf, node, finite)
+        while not _is_leaf(table, node):
+            node = _xgb_step(table, xf, node, finite)
         margin = margin + values[node]
     return margin
 
 
 @njit(cache=True, error_model="numpy")
-def forest_raw_walk(table, thresholds, leaf_values, roots, depths, xf, finite):
+def forest_raw_walk(table, leaf_values, roots, depths, xf, finite):
     """``forest_raw`` over the walk table, eight trees at a time (the sum in tree order)."""
     if finite:
-        return _forest_walk(table, thresholds, leaf_values, roots, depths, xf, True)
-    return _forest_walk(table, thresholds, leaf_values, roots, depths, xf, False)
+        return _forest_walk(table, leaf_values, roots, depths, xf, True)
+    return _forest_walk(table, leaf_values, roots, depths, xf, False)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _forest_walk(table, thresholds, leaf_values, roots, depths, xf, finite):
+def _forest_walk(table, leaf_values, roots, depths, xf, finite):
     trees = roots.shape[0]
     full = trees - trees % WALK_GROUP
     total = 0.0
@@ -127,14 +170,14 @@ def _forest_walk(table, thresholds, leaf_values, roots, depths, xf, finite):
         n0, n1, n2, n3 = roots[g], roots[g + 1], roots[g + 2], roots[g + 3]
         n4, n5, n6, n7 = roots[g + 4], roots[g + 5], roots[g + 6], roots[g + 7]
         for _ in range(depths[g // WALK_GROUP]):
-            n0 = _forest_step(table, thresholds, xf, n0, finite)
-            n1 = _forest_step(table, thresholds, xf, n1, finite)
-            n2 = _forest_step(table, thresholds, xf, n2, finite)
-            n3 = _forest_step(table, thresholds, xf, n3, finite)
-            n4 = _forest_step(table, thresholds, xf, n4, finite)
-            n5 = _forest_step(table, thresholds, xf, n5, finite)
-            n6 = _forest_step(table, thresholds, xf, n6, finite)
-            n7 = _forest_step(table, thresholds, xf, n7, finite)
+            n0 = _forest_step(table, xf, n0, finite)
+            n1 = _forest_step(table, xf, n1, finite)
+            n2 = _forest_step(table, xf, n2, finite)
+            n3 = _forest_step(table, xf, n3, finite)
+            n4 = _forest_step(table, xf, n4, finite)
+            n5 = _forest_step(table, xf, n5, finite)
+            n6 = _forest_step(table, xf, n6, finite)
+            n7 = _forest_step(table, xf, n7, finite)
         total += leaf_values[np.uint64(n0)]
         total += leaf_values[np.uint64(n1)]
         total += leaf_values[np.uint64(n2)]
@@ -145,26 +188,21 @@ def _forest_walk(table, thresholds, leaf_values, roots, depths, xf, finite):
         total += leaf_values[np.uint64(n7)]
     for t in range(full, trees):
         node = roots[t]
-        while table[node, LEFT] != node:
-            node = _forest_step(table, thresholds, xf, node, finite)
+        while not _is_leaf(table, node):
+            node = _forest_step(table, xf, node, finite)
         total += leaf_values[node]
     return total / trees
 
 
 @njit(cache=True, error_model="numpy")
 def _walk_rows(nodes, X):
-    """The batch's inputs: the walk table (``walk_table``), each tree's depth (children have
-    larger rows than their parent), X in float32 with the ``-inf`` slot, and whether each row is
-    free of NaN."""
+    """The batch's inputs: each node's depth (children have larger rows than their parent), X in
+    float32 with the ``-inf`` slot, and whether each row is free of NaN."""
     n, k = X.shape
-    table = nodes.copy()
     depth = np.zeros(nodes.shape[0], dtype=np.int64)
     for node in range(nodes.shape[0]):
         left = nodes[node, LEFT]
-        if left < 0:
-            table[node, LEFT] = node
-            table[node, SPLIT] = k << 1
-        else:
+        if left >= 0:
             depth[left] = depth[node] + 1
             depth[left + 1] = depth[node] + 1
     xf = np.empty((n, k + 1), dtype=np.float32)
@@ -177,7 +215,7 @@ def _walk_rows(nodes, X):
             ok &= v == v
         xf[i, k] = -np.inf
         finite[i] = ok
-    return table, depth, xf, finite
+    return depth, xf, finite
 
 
 @njit(cache=True, error_model="numpy")
@@ -192,22 +230,21 @@ def _group_depths(depth, roots, nodes):
 
 
 @njit(cache=True, error_model="numpy")
-def forest_proba_batch(nodes, thresholds, leaf_values, roots, calibration, X):
+def forest_proba_batch(table, leaf_values, roots, calibration, nodes, X):
     """Row by row the per-tick walk (``forest_raw_walk``: eight trees side by side, the sum in tree
-    order), without a call per row: each value is ``forest_proba``'s."""
-    table, depth, xf, finite = _walk_rows(nodes, X)
+    order), without a call per row: each value is ``forest_proba``'s. ``table``: ``walk_table``'s."""
+    depth, xf, finite = _walk_rows(nodes, X)
     depths = _group_depths(depth, roots, nodes.shape[0])
     out = np.empty(X.shape[0])
     for i in range(X.shape[0]):
-        out[i] = calibrate(calibration, forest_raw_walk(table, thresholds, leaf_values, roots, depths, xf[i],
-                                                        finite[i]))
+        out[i] = calibrate(calibration, forest_raw_walk(table, leaf_values, roots, depths, xf[i], finite[i]))
     return out
 
 
 @njit(cache=True, error_model="numpy")
-def xgb_proba_batch(nodes, values, roots, base_margin, calibration, X):
+def xgb_proba_batch(table, values, roots, base_margin, calibration, nodes, X):
     """Row by row the per-tick walk (``xgb_margin_walk``); each row's float32 margin is ``xgb_margin``'s."""
-    table, depth, xf, finite = _walk_rows(nodes, X)
+    depth, xf, finite = _walk_rows(nodes, X)
     depths = _group_depths(depth, roots, nodes.shape[0])
     out = np.empty(X.shape[0])
     for i in range(X.shape[0]):

@@ -7,7 +7,7 @@ from serving.config import (
     EngineConfig, LeverageConfig, MomentumBreakoutConfig, RiskConfig, RoutingConfig,
 )  # fmt: skip
 from serving.engine import Engine, UnknownSymbolError
-from serving.events import Fill, MarketLimits, OrderDone, Quote
+from serving.events import Fill, MarketLimits, Order, OrderDone, Quote
 from serving.features import MissingFeatureError
 
 UP = {"bb_z": 2.5, "vol_spike": 2.5, "momentum": 1.8, "efficiency": 0.5}
@@ -190,14 +190,34 @@ def test_a_fill_for_an_unknown_order_is_booked_and_protected(harness):
     assert stop.type == "stop" and stop.qty == 1.0 and stop.price == pytest.approx(99.7)
 
 
-def test_rate_limit_vetoes_are_recorded_with_the_reason(harness):
+def test_a_full_rate_window_builds_no_order_and_says_so_once(harness):
     h = harness(EngineConfig(risk=RiskConfig(max_orders_per_s=2)))
     price = 100.0
-    for _ in range(6):  # big swings: the market maker requotes every tick
+    for _ in range(6):  # big swings: the market maker wants to requote every tick
         price = 105.0 if price == 100.0 else 100.0
         h.tick(price, dt_ms=10)
-    vetoes = [why for r in h.records for _, why in r.vetoes]
-    assert vetoes and all(why.startswith("rate") for why in vetoes)
+    sent = [o for r in h.records for o in r.orders if not o.reduce_only]
+    waits = [n for r in h.records for n in r.notes if "new exposure waits" in n]
+    assert len(sent) == 2 and len(waits) == 1 and waits[0].startswith("rate: 2 orders")
+    assert not [why for r in h.records for _, why in r.vetoes]  # nothing built just to be refused
+    h.tick(price, dt_ms=1_100)  # the window has room again: quotes go out, the next wait is noted anew
+    assert [o for o in h.records[-1].orders if not o.reduce_only]
+    for _ in range(4):
+        price = 105.0 if price == 100.0 else 100.0
+        h.tick(price, dt_ms=10)
+    assert len([n for r in h.records for n in r.notes if "new exposure waits" in n]) == 2
+
+
+def test_the_risk_check_still_refuses_over_the_rate(harness):
+    """The veto stays the last line: an order that reaches the check over the rate is refused."""
+    h = harness(EngineConfig(risk=RiskConfig(max_orders_per_s=1)))
+    h.tick(100.0)
+    engine = h.engine
+    st = engine.symbols[h.SYMBOL]
+    order = Order("manual-9", h.SYMBOL, 1, "limit", 99.0, 1.0, True, False, "test")
+    why = engine.risk.check(order, 0.0, st.orders.buy_open, st.orders.sell_open, st.mid, st.position_limit,
+                            0.0, 10.0, 1e9, 0.0, h.now)  # fmt: skip
+    assert why.startswith("rate: 1 orders")
 
 
 def test_operator_halt_and_resume(harness):
