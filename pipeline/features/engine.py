@@ -97,6 +97,12 @@ class FeatureEngine:
             return self.on_trade(tick.ts_ns, tick.price, tick.qty, tick.side)
         return self.values  # none of them: ignored, as the batch path ignores it
 
+    def kernel_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays one quote's step reads and writes (the engine's own: a compiled caller that
+        steps them, serving.runtime.quote_kernel, moves this engine)."""
+        return {"iprog": self._iprog, "fprog": self._fprog, "state": self._state, "core": self._core,
+                "clock": self._clock, "values": self.values, "no_summary": _NO_SUMMARY}
+
     @property
     def warm(self) -> bool:
         """Every feature has seen its warm-up (as ``warm_mask`` says of the same events); once

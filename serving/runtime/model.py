@@ -12,9 +12,10 @@ first quote where every feature is warm and finite, the first row ``compute_sign
 probability for; from there every quote's row is pushed, NaN or not, as the batch does. ``ok`` is
 ``compute_signals``' too: every feature warm and finite and P(up) finite.
 
-Nothing compiles on the first live tick: the feature step, the ensemble call and the row gather are
-bound to their argument types (numba's cache) when the runtime is built, and the ensemble is called
-once on a scratch ring.
+Once the features are warm, a quote is one compiled call (serving.runtime.quote_kernel: the
+feature step, the row, the phase and the ensemble). Nothing compiles on the first live tick: the
+calls are bound to their argument types (numba's cache) when the runtime is built, and run once on
+a scratch copy of the arrays.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pipeline.training.registry import ARTIFACT_KEY, COMPILED_DIR
 from serving.backtest.evaluation import engine_for, stride_of
 from serving.config import EngineConfig
 from serving.events import Quote, Trade
+from serving.runtime.quote_kernel import bind, new_kernel
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,25 @@ class ModelRuntime:
         self._x = np.zeros(len(model_names))
         self._nan = np.full(len(self.names), NAN)
         self._gather = gather_row.compile(tuple(numba.typeof(a) for a in (self._values, self._columns, self._x)))
-        self._rings = [compiled.new_ring() for _ in range(stride)] if compiled is not None else []
-        self._tick = compiled.proba_tick_in if compiled is not None else None
-        # per phase, the compiled entry and its whole argument tuple (x is refilled in place each tick)
-        self._calls = [compiled.tick_call(self._x, ring, state) for ring, state in self._rings]
-        self._gather_args = (self._values, self._columns, self._x)
-        self._phase = -1  # the phase of the last quote pushed; -1 until compute_signals' first row
         self.quotes = 0
         self.last_ok = False
-        if compiled is not None:  # bound and run once: the first live tick neither compiles nor faults in
-            self._tick(self._x, *compiled.new_ring())
+        self._kernel = None  # with a model: every array of the quote path (serving.runtime.quote_kernel)
+        if compiled is not None:
+            rings = [compiled.new_ring() for _ in range(stride)]
+            # status[PHASE]: the phase of the last quote pushed; -1 until compute_signals' first row
+            self._status = np.array([-1], dtype=np.int64)
+            arrays = {
+                **self.features.kernel_arrays(), "columns": self._columns, "x": self._x,
+                **dict(zip(("members", "weights", "layout", "i32", "f32", "f64"), compiled.pack.arrays())),
+                "rings": np.stack([r for r, _ in rings]), "ring_states": np.stack([st for _, st in rings]),
+                "status": self._status,
+            }  # fmt: skip
+            self._kernel = new_kernel(arrays)
+            self._quote_tick, self._model_row = bind(self._kernel)
+            # run once on a scratch copy: the first live tick neither compiles nor faults in
+            scratch = new_kernel({**{name: np.copy(a) for name, a in arrays.items()}, "status": np.zeros(1, np.int64)})
+            self._quote_tick(scratch, 1, 100.0, 1.0, 100.1, 1.0)
+            self._model_row(scratch)
 
     @property
     def version_label(self) -> str:
@@ -109,25 +120,21 @@ class ModelRuntime:
     def on_quote(self, quote: Quote) -> tuple[np.ndarray, float, bool]:
         """(the feature vector, P(up), ok) after a book update. Until the features are warm the
         vector is all NaN, as the backtest's rows are; it is reused: copy it to keep it."""
-        features = self.features
-        values = features.on_quote(quote.ts_ns, quote.bid, quote.bid_qty, quote.ask, quote.ask_qty)
         self.quotes += 1
+        features = self.features
+        if features._warm and self._kernel is not None:  # the usual tick: one compiled call
+            p_up, finite = self._quote_tick(self._kernel, quote.ts_ns, quote.bid, quote.bid_qty, quote.ask,
+                                            quote.ask_qty)  # fmt: skip
+            self.last_ok = ok = finite and p_up == p_up
+            return self._values, p_up, ok
+        values = features.on_quote(quote.ts_ns, quote.bid, quote.bid_qty, quote.ask, quote.ask_qty)
         if not features.warm:
             self.last_ok = False
             return self._nan, NAN, False
-        finite = self._gather(*self._gather_args)  # values is self._values: the engine's reused vector
-        phase = self._phase + 1
-        if phase == self.stride:
-            phase = 0
-        if self._phase < 0 and not finite:  # before compute_signals' first row: no probability yet
-            self.last_ok = False
-            return values, NAN, False
-        self._phase = phase
-        if self._tick is None:
-            self.last_ok = finite
+        if self._kernel is None:  # no model: the features only
+            self.last_ok = finite = self._gather(values, self._columns, self._x)
             return values, NAN, finite
-        call, args = self._calls[phase]
-        p_up = call(*args)
+        p_up, finite = self._model_row(self._kernel)  # warm from this quote on (its features already stepped)
         self.last_ok = ok = finite and p_up == p_up
         return values, p_up, ok
 
