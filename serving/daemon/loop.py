@@ -317,6 +317,7 @@ class Daemon:
         self.journal.sent([o.client_id for o in record.orders], ts_ns)
         self.stats.orders += len(record.orders)
         self._deliver(events, ts_ns)
+        self.runtime.rewarm()  # the writes' fsyncs left the core cold for the next tick
 
     def _deliver(self, events, ts_ns: int) -> None:  # noqa: ANN001
         engine = self.engine
@@ -350,6 +351,8 @@ class Daemon:
             else:
                 continue
             self._handle(record, ts_ns)
+        if events:
+            self.runtime.rewarm()  # (the journal wrote them)
 
     # ---- between events -------------------------------------------------------------------------
 
