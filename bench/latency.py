@@ -13,9 +13,14 @@ bench/results/latency.json, with the machine, the git revision and the load. One
 - stages, per quote where the model answered (``ok``), p50/p99/p99.9/max in us:
   ``features`` (FeatureEngine.on_quote, 39 features) and ``ensemble`` (the row gathered, one
   compiled call with the quote's phase ring) timed alone over the same quotes (bench_runtime's
-  ``time_parts``); ``runtime`` (ModelRuntime.on_quote: both), ``engine`` (Engine.on_tick: regime,
-  leverage, strategy, risk) and ``whole`` (runtime + engine, one clock around both, as the daemon's
-  histogram times it) timed in one pass with the paper broker filling the engine's orders.
+  ``time_parts``); ``runtime`` (ModelRuntime.on_quote: both, one compiled call once warm),
+  ``engine`` (Engine.on_tick: regime, leverage, strategy, risk) and ``whole`` (runtime + engine,
+  one clock around both, as the daemon's histogram times it) timed in one pass with the paper
+  broker filling the engine's orders (its file not fsynced per commit, as a paper daemon's) and
+  the model rewarmed after its writes, as the daemon does.
+- after writes: the quotes right after a paper-venue write against the others; and the whole
+  pass again with the venue fsyncing every commit, as a live daemon's journal does (``fsync_per_write``),
+  with and without the rewarm.
 - library: on --library-ticks consecutive warm quotes, the ensemble through the libraries one
   row at a time (``predict_proba`` of scikit-learn and XGBoost, torch's LSTM one step on the
   phase's carried state), and the whole path with it (features + library ensemble + engine on
@@ -144,10 +149,13 @@ def full_collect_ms() -> dict:
     return out | {"tracked_objects": len(gc.get_objects())}
 
 
-def whole_path(runtime: ModelRuntime, stream: list, home: Path, gc_policy: str = "daemon", rewarm: bool = True) -> dict:
+def whole_path(runtime: ModelRuntime, stream: list, home: Path, gc_policy: str = "daemon", rewarm: bool = True,
+               fsync: bool = False) -> dict:  # fmt: skip
     """One pass as the daemon runs a tick: the broker sees the event, then (timed) runtime + engine,
     then the orders go to the paper broker and its fills back to the engine (not timed), and after
-    the broker's writes the model is rewarmed (``ModelRuntime.rewarm``) unless ``rewarm`` is off."""
+    the broker's writes the model is rewarmed (``ModelRuntime.rewarm``) unless ``rewarm`` is off.
+    ``fsync``: the paper venue fsyncs each commit, as a live daemon's journal does (the paper
+    daemon's files do not: serving/state/db.py)."""
     from flows.config import ProductConfig
     from serving.brokers.paper import PaperBroker
     from serving.engine import Engine
@@ -155,7 +163,7 @@ def whole_path(runtime: ModelRuntime, stream: list, home: Path, gc_policy: str =
 
     config = ProductConfig()
     market = limits()
-    broker = PaperBroker(home / "paper.sqlite", config.venue, [market], config.backtest.equity_usdt)
+    broker = PaperBroker(home / "paper.sqlite", config.venue, [market], config.backtest.equity_usdt, durable=fsync)
     engine = Engine(config.engine, runtime.names, [market], config.backtest.equity_usdt)
     clock, clock_ns, next_clock = time.perf_counter_ns, 100_000_000, 0
     t_runtime, t_engine, t_whole, ok_rows, counts = [], [], [], [], {"orders": 0, "fills": 0, "quotes": 0}
@@ -360,10 +368,13 @@ def run(args: argparse.Namespace) -> dict:
         other = whole_path(ModelRuntime(ROLES, runtime.compiled, STRIDE), stream, home / f"gc-{mode}", mode)
         results["gc"][mode] = {"whole_path": stage(other["whole"]), "collections": other["gc_collections"]}
     results["after_writes"] = after_writes(whole)
-    say("the whole path without the rewarm after writes ...")
-    (home / "no-rewarm").mkdir(exist_ok=True)
-    cold = whole_path(ModelRuntime(ROLES, runtime.compiled, STRIDE), stream, home / "no-rewarm", args.gc, rewarm=False)
-    results["after_writes_without_rewarm"] = after_writes(cold)
+    say("the whole path with an fsync per write (a live journal's), with and without the rewarm ...")
+    results["fsync_per_write"] = {}
+    for label, rewarm in (("rewarm", True), ("no_rewarm", False)):
+        (home / f"fsync-{label}").mkdir(exist_ok=True)
+        synced = whole_path(ModelRuntime(ROLES, runtime.compiled, STRIDE), stream, home / f"fsync-{label}", args.gc,
+                            rewarm=rewarm, fsync=True)  # fmt: skip
+        results["fsync_per_write"][label] = after_writes(synced)
     results["target"] = {"p50_us": 10.0, "p99_us": 20.0,
                          "met": results["stages"]["whole_path"]["p50_us"] <= 10.0
                          and results["stages"]["whole_path"]["p99_us"] <= 20.0}  # fmt: skip

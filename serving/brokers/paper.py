@@ -1,7 +1,9 @@
 """Paper trading: the simulated venue as "the exchange", kept in its own SQLite file so that it
 outlives a kill -9 of the daemon as an exchange would.
 
-What is stored, one transaction per change that matters (``serving/state/db.py``: WAL, FULL):
+What is stored, one transaction per change that matters (``serving/state/db.py``: WAL, not
+durable: a kill -9 loses nothing committed, a power loss may lose the last commits, as an exchange
+may lose an order in flight; the restart's reconcile squares it with the journal):
 
 - ``account``: the venue's whole state as JSON (``venue_snapshot.py``), replaced at each change;
 - ``orders``: every order ever received, by client id, with its state (pending: in flight, working,
@@ -98,11 +100,11 @@ class PaperBroker:
     symbol (``on_market``) before sending anything that would trade at once."""
 
     def __init__(self, path: str | Path, config: VenueConfig, markets: Sequence[MarketLimits], balance_usdt: float,
-                 snapshot_every_ns: int = NS_PER_S) -> None:  # fmt: skip
+                 snapshot_every_ns: int = NS_PER_S, durable: bool = False) -> None:  # fmt: skip
         self.path = Path(path)
         self.venue = SimulatedVenue(config, markets, balance_usdt)
         self._snapshot_every_ns = snapshot_every_ns
-        self._db = connect(self.path, _SCHEMA)
+        self._db = connect(self.path, _SCHEMA, durable)  # durable: fsync each commit (bench/latency.py)
         identity = json.dumps({"config": config.model_dump(mode="json"), "markets": [list(m) for m in markets]},
                               sort_keys=True)  # fmt: skip
         row = self._db.execute("SELECT identity, snapshot, ts_ns FROM account WHERE id = 1").fetchone()

@@ -119,7 +119,8 @@ def build_daemon(config: Any, serve: ServeConfig, symbol: str, path: str | None 
     limits = market_limits(symbol, config.backtest, config.venue)
     broker = build_broker(config, serve, symbol, limits, home)
     venue = getattr(broker, "venue", None)  # the paper venue's clock; a live exchange's is the wall's
-    journal = Journal(home.journal / f"daemon-{_slug(symbol)}.sqlite")
+    # fsynced at every commit when money is real (serving/state/db.py); paper trading is kill -9 safe
+    journal = Journal(home.journal / f"daemon-{_slug(symbol)}.sqlite", durable=serve.broker == "live")
     try:
         run = len(journal.notes("restart")) + 1  # the number Daemon.start's begin_run gives this run
         feed = build_feed(serve, config, symbol, path, store, not_before_ns=venue.now + 1 if venue else 0, run=run,

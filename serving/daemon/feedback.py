@@ -179,7 +179,7 @@ class Feedback:
 
         try:
             if self._side_journal is None:
-                self._side_journal = Journal(self.journal.path)
+                self._side_journal = Journal(self.journal.path, self.journal.durable)
             self._side_journal.note(RETRAIN_NOTE, text, time.time_ns())
         except Exception as exc:  # noqa: BLE001
             log.warning("journaling the retrain request failed: %s", exc)

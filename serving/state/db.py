@@ -4,12 +4,17 @@ WAL journal mode: a commit appends to the write-ahead log and a reader never see
 transaction; after a crash SQLite replays the committed transactions in the log and drops the
 uncommitted tail, so the file is never left half-written.
 
-``synchronous=FULL``: each commit fsyncs the log before returning, so a committed row survives a
-power loss or an OS crash as well, not only the death of the process (``NORMAL`` in WAL mode is
-safe against kill -9 but may lose the last commits on power loss, and a lost write-ahead intent
-would be an order the exchange has and the journal does not). It costs one fsync per commit,
-about 0.2 ms on the development disk (NORMAL: about 0.01 ms); the daemon writes a few rows per
-decision that trades, not per tick.
+``durable`` (``synchronous=FULL``, the default): each commit fsyncs the log before returning, so
+a committed row survives a power loss or an OS crash as well, not only the death of the process.
+A live daemon's journal is opened so: a lost write-ahead intent would be an order the exchange
+has and the journal does not. It costs one fsync per commit, about 0.2 ms on the development disk,
+and more than that: the fsync idles the trading core and the kernel's I/O work runs beside it, so
+the ticks around it are slower too (bench/latency.py: whole-path p99 27.8 us with the paper venue
+fsyncing, 21.8 us without). Not durable (``synchronous=NORMAL``): as safe against kill -9 (the
+WAL is written before the commit returns), but a power loss may roll back the last commits of each
+file. Paper trading opens its journal and its simulated venue so: nothing real is at stake, and
+the restart's reconcile squares a journal and a venue that lost different commits (unknown
+venue orders are cancelled, the venue's positions are adopted).
 
 Transactions are explicit (``BEGIN IMMEDIATE`` ... ``COMMIT``, ``isolation_level=None``): one per
 change, and nothing commits by accident between two statements of it.
@@ -25,9 +30,10 @@ from typing import Iterator
 BUSY_TIMEOUT_MS = 5_000  # a reader in another process (the HTTP status page) holds a lock briefly
 
 
-def connect(path: str | Path, schema: str) -> sqlite3.Connection:
-    """Open (creating it and its parent folder when missing) a database in WAL mode with FULL
-    synchronous commits, and create ``schema`` (``CREATE ... IF NOT EXISTS`` statements)."""
+def connect(path: str | Path, schema: str, durable: bool = True) -> sqlite3.Connection:
+    """Open (creating it and its parent folder when missing) a database in WAL mode, with FULL
+    synchronous commits when ``durable`` (else NORMAL), and create ``schema`` (``CREATE ... IF NOT
+    EXISTS`` statements)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # One connection per thread (sqlite3's default check): a reader in another thread opens its own,
@@ -40,7 +46,7 @@ def connect(path: str | Path, schema: str) -> sqlite3.Connection:
     if mode.lower() != "wal":
         conn.close()
         raise sqlite3.OperationalError(f"{path}: SQLite refused WAL mode (got {mode!r}); a network file system?")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
     with transaction(conn):  # statement by statement: executescript would commit on its own
         for statement in schema.split(";"):
             if statement.strip():

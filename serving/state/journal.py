@@ -15,8 +15,9 @@ A fill or an ``OrderDone`` proves the venue had the order, so either moves it on
 that is not final (``unsent`` included). Fills are keyed by ``Fill.fill_id`` (the venue's id), or
 by their content when the venue gives none, so a fill booked twice is booked once.
 
-Every public write is one transaction (``serving/state/db.py``: WAL, synchronous FULL); a kill -9
-at any point leaves each of them whole or absent. One writer: the daemon's event loop.
+Every public write is one transaction (``serving/state/db.py``: WAL; synchronous FULL when
+``durable``, as a live daemon opens it, NORMAL for paper trading); a kill -9 at any point leaves
+each of them whole or absent. One writer: the daemon's event loop.
 """
 
 from __future__ import annotations
@@ -132,9 +133,10 @@ def fill_key(fill: Fill) -> str:
 
 
 class Journal:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, durable: bool = True) -> None:
         self.path = Path(path)
-        self._db = connect(self.path, _SCHEMA)
+        self.durable = durable
+        self._db = connect(self.path, _SCHEMA, durable)
 
     def close(self) -> None:
         self._db.close()

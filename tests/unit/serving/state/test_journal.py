@@ -96,6 +96,12 @@ def test_the_file_is_wal_with_full_sync(journal):
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_a_paper_journal_does_not_fsync_each_commit(tmp_path):
+    paper = Journal(tmp_path / "paper.sqlite", durable=False)
+    assert paper._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    paper.close()
+
+
 def test_adopt_takes_the_venue_state(journal, desk):
     journal.intent(desk.limit("a", 1, 99.0), desk.T0)
     journal.adopt("a", "pending", desk.T0 + 1)
