@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench clean clean-numba
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,5 +40,11 @@ bench: $(BIN)/.installed
 	for b in ingest features models engine retrain venue backtest inference runtime; do $(BIN)/python bench/bench_$$b.py || exit 1; done
 	$(BIN)/python bench/latency.py
 
-clean:
+# numba's on-disk cache is checked against the source file of the function compiled, not of what
+# it inlines: after editing e.g. pipeline/models/compiled/evaluators.py, a cached caller in another
+# module (packed.ensemble_proba, serving/runtime/quote_kernel.py) still runs the old code. Clear it.
+clean-numba:
+	find pipeline serving -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-numba
 	rm -rf $(VENV) .autoscalp
