@@ -86,7 +86,7 @@ def market_events(events) -> list:
     return out
 
 
-def fit_ensemble(events, train_rows: int, xgb_rounds: int = 500) -> tuple[Ensemble, np.ndarray]:
+def fit_ensemble(events, train_rows: int, xgb_rounds: int = 200) -> tuple[Ensemble, np.ndarray]:
     quote_index, values, warm = feature_rows(events, MODEL_25)
     mid = 0.5 * (events.bid + events.ask)[quote_index]
     ahead = np.r_[mid[STRIDE:], np.full(STRIDE, np.nan)]
@@ -94,8 +94,9 @@ def fit_ensemble(events, train_rows: int, xgb_rounds: int = 500) -> tuple[Ensemb
     X, y = values[rows], (ahead[rows] > mid[rows]).astype(np.int64)
     a = min(train_rows, int(len(X) * 0.7))
     b = min(len(X), a + a // 4)
-    # XGBoost without early stopping: on this weak label it would stop after a few rounds, and a
-    # real champion has hundreds of trees (bench/results/inference.json: 493)
+    # XGBoost without early stopping: on this weak label it would stop after a few rounds; with it
+    # off the model has as many trees as the product allows (pipeline/models/xgb.py: 200 rounds), the
+    # slowest a champion with default parameters serves
     params = {"xgb": {"early_stopping_rounds": 0, "n_estimators": xgb_rounds}}
     members = {kind: make_model(kind, params.get(kind), seed=7).fit(X[:a], y[:a], X[a:b], y[a:b])
                for kind in ("logistic", "forest", "lstm", "xgb")}  # fmt: skip
