@@ -36,12 +36,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from pipeline.models.base import PROBA_FLOOR
+from pipeline.models.compiled.intrinsics import float32_from_bits, fma32
 
 CAL_NONE, CAL_ISOTONIC, CAL_PLATT = 0, 1, 2
 # The int32 node table of both tree kinds, [nodes, 2], 8 bytes a node (the walk is bound by memory):
@@ -231,21 +229,6 @@ _T4, _T5, _T6 = np.float32(0.02176983468234539), np.float32(-0.00834665633738041
 _TANH_BIG = np.float32(10.0)  # tanh(10) rounds to 1.0 in float32
 
 
-@intrinsic
-def float32_from_bits(typingctx, bits):
-    """The low 32 bits of an integer read as a float32 (2**n is ``(n + 127) << 23``)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = args[0]
-        if bits.bitwidth > 32:
-            value = builder.trunc(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
 @njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH, inline="always")
 def exp32(x):
     """e**x in float32 by range reduction (x = n ln2 + r) and a polynomial; NaN stays NaN."""
@@ -277,22 +260,6 @@ def tanh32(x):
 def _sigmoid32(z):
     """torch.sigmoid of the head's float32 logit (one call per window: libm's expf)."""
     return np.float32(1.0) / (np.float32(1.0) + np.exp(-z))
-
-
-@intrinsic
-def fma32(typingctx, a, b, c):
-    """``a * b + c`` in float32 with one rounding (LLVM's ``fma``): always fused, so a product
-    summed in a vectorised loop and in a scalar one rounds alike (a contraction LLVM may choose
-    differs between the two)."""
-    if not all(t == types.float32 for t in (a, b, c)):
-        return None
-
-    def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32, f32]), "llvm.fma.f32")
-        return builder.call(fn, args)
-
-    return types.float32(a, b, c), codegen
 
 
 @njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH, inline="always")

@@ -23,7 +23,8 @@ import numpy as np
 from numba import njit
 
 from pipeline.errors import AutoscalpError
-from pipeline.models.compiled.evaluators import LEFT, SPLIT, float32_from_bits, calibrate, xgb_sigmoid
+from pipeline.models.compiled.evaluators import LEFT, SPLIT, calibrate, xgb_sigmoid
+from pipeline.models.compiled.intrinsics import float32_from_bits
 
 WALK_GROUP = 8
 THRESHOLD, LINK = 0, 1
