@@ -97,6 +97,7 @@ def _version(client, experiment, mv, clock: Callable[[], float]) -> dict[str, An
         "age_s": clock() - created_s if created_s is not None else None,
         "run_id": mv.run_id,
         "oos_auc": _float(tags.get("autoscalp.oos_auc")),
+        "serve_tick_us": _float(tags.get("autoscalp.serve_tick_us")),  # measured at its retrain
         "backtest": _latest_backtest(client, experiment, uri),
     }
 

@@ -53,20 +53,20 @@ def _unavailable(part: dict) -> str | None:
 def _models_view(part: dict, now: float):  # noqa: ANN202 (a rich renderable)
     if (text := _unavailable(part)) is not None:
         return text
-    table = Table("symbol", "role", "version", "age", "OOS AUC", "backtest", *(c[1] for c in BACKTEST_COLUMNS),
+    table = Table("symbol", "role", "version", "age", "OOS AUC", "µs/tick", "backtest", *(c[1] for c in BACKTEST_COLUMNS),
                   caption=part["tracking_uri"])  # fmt: skip
     for symbol, entry in part["symbols"].items():
         for role in ("champion", "challenger"):
             version = entry.get(role)
             if version is None:
-                table.add_row(symbol, role, "[dim]none[/]", *[""] * (3 + len(BACKTEST_COLUMNS)))
+                table.add_row(symbol, role, "[dim]none[/]", *[""] * (4 + len(BACKTEST_COLUMNS)))
                 continue
             backtest = version.get("backtest")
             metrics = (backtest or {}).get("metrics", {})
             where = (f"{backtest['run_name']} ({_ago(backtest.get('started_s'), now)})" if backtest
                      else "[dim]none yet[/]")  # fmt: skip
             table.add_row(symbol, role, f"v{version['version']}", _age(version.get("age_s")), _num(version.get("oos_auc"), "{:.3f}"),
-                          where, *(_num(metrics.get(key), fmt) for key, _, fmt in BACKTEST_COLUMNS))  # fmt: skip
+                          _num(version.get("serve_tick_us"), "{:.1f}"), where, *(_num(metrics.get(key), fmt) for key, _, fmt in BACKTEST_COLUMNS))  # fmt: skip
     return table
 
 

@@ -34,6 +34,8 @@ import numpy as np
 
 from pipeline.config import AppConfig
 from pipeline.models.base import Model, make_model
+from pipeline.models.compiled import CompiledEnsemble, export_ensemble
+from pipeline.models.compiled.cost import serving_cost
 from pipeline.models.ensemble import MEMBERS, Ensemble
 from pipeline.monitoring.drift import reference_bins
 from pipeline.training import metrics, tracking
@@ -272,6 +274,9 @@ def retrain(
             reference = reference_bins(X[np.concatenate([split.train, split.validation])], table.feature_names)
             info = _log_ensemble_run(client, run.info.run_id, ensemble, oos, default_oos, results, drops,
                                      comparison, X[split.test[:5]], tags, reference)
+            # what it costs the daemon per tick (pipeline.models.compiled.cost), beside its AUC
+            cost = serving_cost(CompiledEnsemble(export_ensemble(ensemble)), X[split.test])
+            mlflow.log_metrics({f"serve_{k}": v for k, v in cost.items()})
         times["ensemble_s"] = time.perf_counter() - t0
 
         parent_metrics = {f"{kind}_oos_{k}": v for kind, r in results.items() for k, v in r["oos"].items()}
@@ -284,15 +289,18 @@ def retrain(
 
         registered = None
         if training.tracking.register_model:
+            cost_tags = {"autoscalp.serve_tick_us": f"{cost['tick_us_p50']:.2f}",
+                         "autoscalp.serve_tree_steps": str(int(cost["tree_steps"]))}  # fmt: skip
             registered = register_challenger(info.model_uri, table.symbol,
-                                             {**tags, **version_tags(table, split, config, oos)}, parent.info.run_id)
+                                             {**tags, **version_tags(table, split, config, oos), **cost_tags},
+                                             parent.info.run_id)  # fmt: skip
             mlflow.set_tags({"autoscalp.registered_model": registered.name,
                              "autoscalp.registered_version": str(registered.version)})
         times["cycle_s"] = time.perf_counter() - started
         mlflow.log_metric("time_cycle_s", times["cycle_s"])
 
     ensemble_result = {"oos": summary(oos), "weights": ensemble.weights, "weights_fit": ensemble.weights_fit,
-                       "default_weights_oos": summary(default_oos)}
+                       "default_weights_oos": summary(default_oos), "serving_cost": cost}
     return CycleResult(
         symbol=table.symbol, run_id=parent.info.run_id, experiment_id=experiment_id, tracking_uri=uri,
         dataset=table.dataset, rows=table.rows, split=split.describe(table.ts_ns), models=results,

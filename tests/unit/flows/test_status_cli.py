@@ -103,9 +103,9 @@ def test_champion_and_challenger_with_their_latest_backtests(home, no_scheduler,
     name = model_name(SYMBOL)
     client.create_registered_model(name)
     run = client.create_run(experiment_id)
-    for auc in ("0.61", "0.64"):
+    for auc, tick_us in (("0.61", "4.21"), ("0.64", "6.87")):
         client.create_model_version(name, f"{run.info.artifact_uri}/ensemble", run.info.run_id,
-                                    tags={"autoscalp.oos_auc": auc})  # fmt: skip
+                                    tags={"autoscalp.oos_auc": auc, "autoscalp.serve_tick_us": tick_us})  # fmt: skip
     aliases.promote(name, 1)
     client.set_registered_model_alias(name, CHALLENGER, "2")
     # backtests logged by the product's own writer: an older and a newer one of v1, none of v2
@@ -118,12 +118,13 @@ def test_champion_and_challenger_with_their_latest_backtests(home, no_scheduler,
     champion, challenger = entry["champion"], entry["challenger"]
     assert (champion["version"], challenger["version"]) == (1, 2)
     assert (champion["oos_auc"], challenger["oos_auc"]) == (0.61, 0.64)
+    assert (champion["serve_tick_us"], challenger["serve_tick_us"]) == (4.21, 6.87)
     assert champion["backtest"]["metrics"]["net_pnl_usdt"] == 42.5  # the latest of the two
     assert champion["backtest"]["kind"] == "backtest" and champion["backtest"]["run_name"] == f"backtest {SYMBOL} v1"
     assert challenger["backtest"] is None
     assert 0 <= champion["age_s"] < 600
     plain = runner.invoke(app, ["status", "--config", config_path]).output
-    assert "v1" in plain and "v2" in plain and "+42.50" in plain and "none yet" in plain, plain
+    assert "v1" in plain and "v2" in plain and "+42.50" in plain and "none yet" in plain and "6.9" in plain, plain
 
 
 def configs():

@@ -104,6 +104,13 @@ def test_planted_signal_is_found_registered_and_loads_in_a_fresh_process(home):
         assert parent.data.tags[tag]
     version = client.get_model_version_by_alias(result.registered.name, "challenger")
     assert int(version.version) == 1
+    # its serving cost per tick, on the ensemble run and the version (pipeline.models.compiled.cost)
+    ensemble_run = next(r for r in children if r.info.run_name == "ensemble")
+    cost = result.ensemble["serving_cost"]
+    assert 0 < cost["tick_us_p50"] <= cost["tick_us_p99"] and cost["trees"] > 0 and cost["tree_steps"] >= cost["trees"]
+    assert ensemble_run.data.metrics["serve_tree_steps"] == cost["tree_steps"]
+    assert version.tags["autoscalp.serve_tree_steps"] == str(int(cost["tree_steps"]))
+    assert float(version.tags["autoscalp.serve_tick_us"]) == pytest.approx(cost["tick_us_p50"], abs=0.01)
     # why it ran and what the champion did live, on the run; the drift reference, with the version
     assert parent.data.tags["autoscalp.trigger"] == "drift: psi 0.31 on x0" and "autoscalp.trigger" not in version.tags
     assert parent.data.metrics["live_fills"] == 3 and parent.data.metrics["live_hit_rate"] == 0.6
