@@ -2,7 +2,7 @@
 
 The libraries train; the compiled arrays serve (DESIGN.md, "Where the microseconds go").
 ``export`` turns fitted models into arrays and files, ``evaluators`` holds one numba evaluator per
-model kind (one row, and a batch; the trees' per-tick walks and batches in ``walks``), ``packed`` the whole ensemble in one call. The trees give their
+model kind (one row, and a batch; the trees' per-tick walks and batches in ``walks``), ``packed`` the whole ensemble in one call, ``cost`` what a version costs to serve per tick. The trees give their
 library's probabilities bit for bit and the logistic regression to ~1e-13; the LSTM is within ~2
 float32 ulps of torch before calibration (tests/unit/pipeline/models/test_compiled.py; figures in
 bench/results/inference.json).
