@@ -186,10 +186,11 @@ def whole_path(runtime: ModelRuntime, stream: list, home: Path, gc_policy: str =
     def send(record, ts) -> None:  # noqa: ANN001
         if record is not None and (record.orders or record.cancels):
             counts["orders"] += len(record.orders)
-            deliver(broker.submit(record, ts))
+            events = broker.submit(record, ts)
+            deliver(events)
             wrote[0] = True
-            if rewarm:
-                runtime.rewarm()  # (Daemon._send)
+            if rewarm and not events:
+                runtime.rewarm()  # (Daemon._send; deliver rewarmed otherwise)
 
     with gc_mode(gc_policy) as collections:
         for event in stream:

@@ -54,7 +54,7 @@ class Execution:
     """Order placement for the engine, and the outputs of the event being processed."""
 
     __slots__ = ("risk", "portfolio", "states", "orders", "cancels", "vetoes", "notes", "now", "_seq", "_prefix",
-                 "_max_notional", "_portfolio_cap", "_liq_buffer", "_default_stop", "_multi")  # fmt: skip
+                 "_rate_wait", "_max_notional", "_portfolio_cap", "_liq_buffer", "_default_stop", "_multi")  # fmt: skip
 
     def __init__(self, risk: RiskManager, portfolio: Portfolio, states: tuple[SymbolState, ...],
                  client_id_prefix: str, max_notional_usdt: float, portfolio_cap: float, liq_buffer_rel: float,
@@ -66,6 +66,7 @@ class Execution:
         self.notes: list[str] = []
         self.now = -1  # event time, set by the engine
         self._seq = 0
+        self._rate_wait = False  # new exposure waits for the rate window (noted once per wait)
         self._prefix = client_id_prefix + "-"
         self._max_notional, self._portfolio_cap = max_notional_usdt, portfolio_cap
         self._liq_buffer, self._default_stop = liq_buffer_rel, default_stop_rel
@@ -235,13 +236,12 @@ class Execution:
         """The order rate's window is full: an exposure-adding order would be refused, so none is
         built (a market maker would try again every tick, each refusal a record). The first
         tick of a wait says so in a note; the wait ends when the window has room."""
-        risk = self.risk
-        if not risk.rate_full(self.now):
-            risk.deferring = False
+        if not self.risk.rate_full(self.now):
+            self._rate_wait = False
             return False
-        if not risk.deferring:
-            risk.deferring = True
-            self.notes.append(f"rate: {risk.max_rate} orders in the last second; new exposure waits")
+        if not self._rate_wait:
+            self._rate_wait = True
+            self.notes.append(f"rate: {self.risk.max_rate} orders in the last second; new exposure waits")
         return True
 
     def _client_id(self) -> str:

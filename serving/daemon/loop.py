@@ -316,8 +316,9 @@ class Daemon:
         events = self.broker.submit(record, ts_ns)
         self.journal.sent([o.client_id for o in record.orders], ts_ns)
         self.stats.orders += len(record.orders)
-        self._deliver(events, ts_ns)
-        self.runtime.rewarm()  # the writes' fsyncs left the core cold for the next tick
+        self._deliver(events, ts_ns)  # (which rewarms the model after booking them)
+        if not events:
+            self.runtime.rewarm()  # the writes left the model's tables cold for the next tick
 
     def _deliver(self, events, ts_ns: int) -> None:  # noqa: ANN001
         engine = self.engine

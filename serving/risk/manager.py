@@ -30,7 +30,7 @@ _NS_PER_S = 1_000_000_000
 
 
 class RiskManager:
-    __slots__ = ("kill", "_max_notional", "max_rate", "_portfolio_cap", "_sent", "deferring")
+    __slots__ = ("kill", "_max_notional", "max_rate", "_portfolio_cap", "_sent")
 
     def __init__(self, kill: KillSwitch, max_notional_usdt: float, max_orders_per_s: int,
                  portfolio_exposure_cap: float) -> None:  # fmt: skip
@@ -39,7 +39,6 @@ class RiskManager:
         self.max_rate = max_orders_per_s
         self._portfolio_cap = portfolio_exposure_cap
         self._sent: deque[int] = deque()
-        self.deferring = False  # new exposure waits for the rate window (noted once per wait)
 
     def check(self, order: Order, position: float, buy_open: float, sell_open: float, ref_price: float,
               position_limit: float, min_notional: float, leverage: float, equity: float,
@@ -65,10 +64,7 @@ class RiskManager:
             return "finite: no price to value the order"
         if qty * price < min_notional:
             return f"min_notional: {qty * price:.2f} USDT below {min_notional}"
-        sent = self._sent
-        while sent and sent[0] <= now_ns - _NS_PER_S:
-            sent.popleft()
-        if len(sent) >= self.max_rate:
+        if self.rate_full(now_ns):
             return f"rate: {self.max_rate} orders in the last second"
         worst = (position + buy_open + qty) if side > 0 else (sell_open - position + qty)
         if worst > position_limit * (1.0 + 1e-9):

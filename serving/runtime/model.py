@@ -30,7 +30,6 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import njit
 
 from pipeline.features.engine import FeatureEngine
 from pipeline.features.l2book import DepthUpdate
@@ -42,22 +41,11 @@ from pipeline.training.registry import ARTIFACT_KEY, COMPILED_DIR
 from serving.backtest.evaluation import engine_for, stride_of
 from serving.config import EngineConfig
 from serving.events import Quote, Trade
-from serving.runtime.quote_kernel import bind, new_kernel
+from serving.runtime.quote_kernel import bind, gather_row, new_kernel
 
 log = logging.getLogger(__name__)
 
 NAN = math.nan
-
-
-@njit(cache=True, error_model="numpy")
-def gather_row(values, columns, x):
-    """``x[:] = values[columns]``; True when every one of ``values`` is finite."""
-    for j in range(columns.shape[0]):
-        x[j] = values[columns[j]]
-    for v in values:
-        if not math.isfinite(v):
-            return False
-    return True
 
 
 class ModelRuntime:

@@ -46,6 +46,17 @@ structref.define_proxy(QuoteKernel, QuoteKernelType, list(FIELDS))
 
 
 @njit(cache=True, error_model="numpy")
+def gather_row(values, columns, x):
+    """``x[:] = values[columns]``; True when every one of ``values`` is finite."""
+    for j in range(columns.shape[0]):
+        x[j] = values[columns[j]]
+    for v in values:
+        if not math.isfinite(v):
+            return False
+    return True
+
+
+@njit(cache=True, error_model="numpy")
 def quote_tick(k, ts_ns, bid, bid_qty, ask, ask_qty):
     """The quote into the features, then ``model_row``."""
     step(k.iprog, k.fprog, k.state, k.core, k.clock, ts_ns, KIND_QUOTE, _NAN, _NAN, 0.0, bid, bid_qty, ask,
@@ -58,14 +69,8 @@ def model_row(k):
     """(P(up), every feature value finite): the model's row gathered from the values, the phase
     advanced and P(up) from that phase's ring. P(up) is NaN before the first finite row (no
     phase yet, nothing pushed)."""
-    values, columns, x = k.values, k.columns, k.x
-    for j in range(columns.shape[0]):
-        x[j] = values[columns[j]]
-    finite = True
-    for v in values:
-        if not math.isfinite(v):
-            finite = False
-            break
+    x = k.x
+    finite = gather_row(k.values, k.columns, x)
     status = k.status
     last = status[PHASE]
     if last < 0 and not finite:  # before compute_signals' first row: no probability yet

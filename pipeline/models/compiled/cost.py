@@ -19,29 +19,17 @@ import time
 import numpy as np
 
 from pipeline.models.compiled.packed import CompiledEnsemble
-from pipeline.models.compiled.walks import WALK_GROUP, group_depths
+from pipeline.models.compiled.walks import WALK_GROUP, group_depths, tree_depths
 
 MAX_ROWS = 2_000
 
 
 def tree_steps(nodes: np.ndarray, roots: np.ndarray) -> int:
-    """Node steps per tick for one tree model's export (its ``nodes`` and ``roots``)."""
-    if not len(roots):
-        return 0
+    """Node steps per tick for one tree model's export (its ``nodes`` and ``roots``): each full
+    group walks its deepest tree's depth, the remainder one tree at a time to its own leaf."""
+    depths = tree_depths(nodes, roots)
     full = len(roots) - len(roots) % WALK_GROUP
-    steps = int(group_depths(nodes, roots).sum()) * WALK_GROUP
-    for t in range(full, len(roots)):  # the remainder walks one tree at a time, each to its own leaf
-        end = roots[t + 1] if t + 1 < len(roots) else len(nodes)
-        steps += _depth(nodes[roots[t]:end], roots[t])
-    return steps
-
-
-def _depth(tree: np.ndarray, root: int) -> int:
-    depth = np.zeros(len(tree), dtype=np.int64)
-    for i in np.flatnonzero(tree[:, 0] >= 0):  # children have larger rows than their parent
-        left = tree[i, 0] - root
-        depth[left] = depth[left + 1] = depth[i] + 1
-    return int(depth.max())
+    return int(group_depths(nodes, roots).sum()) * WALK_GROUP + int(depths[full:].sum())
 
 
 def serving_cost(compiled: CompiledEnsemble, X: np.ndarray) -> dict[str, float]:

@@ -365,17 +365,32 @@ def lstm_push(mean, std, w_ih0, b_ih0, ring, state, x):
     state[RING_ROWS] += 1
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _ring_scratch(ring, window, layers, hidden, gates):
+    """The ring's areas after its ``window`` rows: h and c of every layer, then two gate rows of
+    scratch (the cell's work, an upper layer's input projection)."""
+    at = window * gates
+    hc = at + 2 * layers * hidden
+    return ring[at:at + layers * hidden], ring[at + layers * hidden:hc], ring[hc:hc + gates], ring[hc + gates:hc + 2 * gates]
+
+
+@njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH, inline="always")
+def _head_proba(top, head_w, head_b, calibration):
+    """The calibrated probability of the linear head on the top layer's h (float32, torch's order)."""
+    logit = np.float32(0.0)
+    for u in range(top.shape[0]):
+        logit += top[u] * head_w[u]
+    logit = logit + head_b[0]
+    return calibrate(calibration, np.float64(_sigmoid32(logit)))
+
+
 @njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH)
 def lstm_window_proba(w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration, ring, state):
     """The calibrated probability of the ring's window (oldest to newest) from a zero state: what
     ``LSTMModel.predict_proba`` gives for its newest row. Cost: ``window x layers`` cell steps."""
     layers, hidden, gates = w_hh.shape[0], w_hh.shape[1], w_hh.shape[2]
     window = int(state[RING_WINDOW])
-    scratch = window * gates
-    hs = ring[scratch:scratch + layers * hidden]
-    cs = ring[scratch + layers * hidden:scratch + 2 * layers * hidden]
-    work = ring[scratch + 2 * layers * hidden:scratch + 2 * layers * hidden + gates]
-    inputs = ring[scratch + 2 * layers * hidden + gates:scratch + 2 * layers * hidden + 2 * gates]
+    hs, cs, work, inputs = _ring_scratch(ring, window, layers, hidden, gates)
     hs[:] = 0.0
     cs[:] = 0.0
     oldest = int(state[RING_NEXT])
@@ -390,12 +405,7 @@ def lstm_window_proba(w_ih_upper, w_hh, b_ih, b_hh, head_w, head_b, calibration,
                 lstm_upper_input(hs[(layer - 1) * hidden:layer * hidden], w_ih_upper[layer - 1], b_ih[layer], inputs)
                 x_proj = inputs
             lstm_cell(x_proj, w_hh[layer], b_hh[layer], h, c, work, t == 0)
-    top = hs[(layers - 1) * hidden:layers * hidden]
-    logit = np.float32(0.0)
-    for u in range(hidden):
-        logit += top[u] * head_w[u]
-    logit = logit + head_b[0]
-    return calibrate(calibration, np.float64(_sigmoid32(logit)))
+    return _head_proba(hs[(layers - 1) * hidden:layers * hidden], head_w, head_b, calibration)
 
 
 @njit(cache=True, error_model="numpy", fastmath=_LSTM_MATH)
@@ -408,12 +418,7 @@ def lstm_carried_proba(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, h
         if not math.isfinite(x[j]):
             return math.nan
     layers, hidden, gates = w_hh.shape[0], w_hh.shape[1], w_hh.shape[2]
-    window = int(state[RING_WINDOW])
-    scratch = window * gates
-    hs = ring[scratch:scratch + layers * hidden]
-    cs = ring[scratch + layers * hidden:scratch + 2 * layers * hidden]
-    work = ring[scratch + 2 * layers * hidden:scratch + 2 * layers * hidden + gates]
-    inputs = ring[scratch + 2 * layers * hidden + gates:scratch + 2 * layers * hidden + 2 * gates]
+    hs, cs, work, inputs = _ring_scratch(ring, int(state[RING_WINDOW]), layers, hidden, gates)
     x_proj = ring[:gates]
     lstm_project(mean, std, w_ih0, b_ih[0], x, x_proj)
     first = state[RING_ROWS] == 0
@@ -429,12 +434,7 @@ def lstm_carried_proba(mean, std, w_ih0, w_ih_upper, w_hh, b_ih, b_hh, head_w, h
             lstm_upper_input(hs[(layer - 1) * hidden:layer * hidden], w_ih_upper[layer - 1], b_ih[layer], inputs)
             lstm_cell(inputs, w_hh[layer], b_hh[layer], h, c, work, first)
     state[RING_ROWS] += 1
-    top = hs[(layers - 1) * hidden:layers * hidden]
-    logit = np.float32(0.0)
-    for u in range(hidden):
-        logit += top[u] * head_w[u]
-    logit = logit + head_b[0]
-    return calibrate(calibration, np.float64(_sigmoid32(logit)))
+    return _head_proba(hs[(layers - 1) * hidden:layers * hidden], head_w, head_b, calibration)
 
 
 # -- batches (the backtester: every row of a matrix, rows in time order) --------------------------

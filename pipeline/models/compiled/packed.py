@@ -56,7 +56,6 @@ LOGISTIC, FOREST, XGB, LSTM = 0, 1, 2, 3
 KIND_CODES = {"logistic": LOGISTIC, "forest": FOREST, "xgb": XGB, "lstm": LSTM}
 BUFFERS = {np.dtype(np.int32): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 MAX_DIMS = 3
-ALIGN = 64  # bytes: each packed array starts on a cache line
 
 
 @dataclass(frozen=True)
@@ -85,13 +84,10 @@ def tick_arrays(kind: str, arrays: Mapping[str, np.ndarray], n_features: int) ->
 
 
 def pack(exported: Mapping[str, Any]) -> Pack:
-    """Pack ``export_ensemble``'s (or ``load_compiled``'s) arrays, members in the header's order.
-    Each array starts on a 64-byte boundary (``ALIGN``): the LSTM's float32 rows are read as
-    whole vectors, and a row split across two cache lines made its step ~1.6x slower."""
+    """Pack ``export_ensemble``'s (or ``load_compiled``'s) arrays, members in the header's order."""
     parts: dict[int, list[np.ndarray]] = {0: [], 1: [], 2: []}
     sizes = [0, 0, 0]
     members, weights, layout = [], [], []
-    dtypes = {b: d for d, b in BUFFERS.items()}
     for member in exported["header"]["members"]:
         arrays = tick_arrays(member["kind"], exported["arrays"][member["name"]], exported["header"]["n_features"])
         members.append((KIND_CODES[member["kind"]], len(layout)))
@@ -101,22 +97,12 @@ def pack(exported: Mapping[str, Any]) -> Pack:
             buffer = BUFFERS[array.dtype]
             shape = list(array.shape) + [1] * (MAX_DIMS - array.ndim)
             layout.append([buffer, sizes[buffer], *shape])
-            step = ALIGN // array.dtype.itemsize
-            padded = -(-array.size // step) * step
-            parts[buffer].append(np.concatenate([array.ravel(), np.zeros(padded - array.size, array.dtype)]))
-            sizes[buffer] += padded
-    buffers = [_aligned(np.concatenate(parts[b]) if parts[b] else np.zeros(0, dtypes[b]), dtypes[b]) for b in range(3)]
+            parts[buffer].append(array.ravel())
+            sizes[buffer] += array.size
+    buffers = [np.concatenate(parts[b]) if parts[b] else np.zeros(0) for b in range(3)]
     return Pack(np.array(members, dtype=np.int64), np.array(weights, dtype=np.float64),
-                np.array(layout, dtype=np.int64), *buffers)
-
-
-def _aligned(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``values`` as ``dtype`` in a new array whose data starts on an ``ALIGN``-byte boundary."""
-    raw = np.empty(values.size * dtype.itemsize + ALIGN, dtype=np.uint8)
-    start = -raw.ctypes.data % ALIGN
-    out = raw[start:start + values.size * dtype.itemsize].view(dtype)
-    out[:] = values
-    return out
+                np.array(layout, dtype=np.int64), buffers[0].astype(np.int32), buffers[1].astype(np.float32),
+                buffers[2].astype(np.float64))
 
 
 @njit(cache=True, error_model="numpy")

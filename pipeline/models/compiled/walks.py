@@ -70,16 +70,20 @@ def walk_table(nodes: np.ndarray, thresholds: np.ndarray, n_features: int) -> np
     return table
 
 
-def group_depths(nodes: np.ndarray, roots: np.ndarray) -> np.ndarray:
-    """int32 ``[trees // WALK_GROUP]``: the deepest leaf of each full group of trees (children
-    always have larger rows than their parent in both exports, so one pass in row order suffices)."""
+def tree_depths(nodes: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """int64 ``[trees]``: each tree's deepest leaf (children always have larger rows than their
+    parent in both exports, so one pass in row order suffices)."""
     depth = np.zeros(len(nodes), dtype=np.int64)
     left = nodes[:, LEFT]
     for node in np.flatnonzero(left >= 0):
         depth[left[node]] = depth[left[node] + 1] = depth[node] + 1
-    per_tree = np.maximum.reduceat(depth, roots) if len(roots) else depth[:0]
+    return np.maximum.reduceat(depth, roots) if len(roots) else depth[:0]
+
+
+def group_depths(nodes: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """int32 ``[trees // WALK_GROUP]``: the deepest leaf of each full group of trees."""
     full = len(roots) - len(roots) % WALK_GROUP
-    return per_tree[:full].reshape(-1, WALK_GROUP).max(axis=1).astype(np.int32)
+    return tree_depths(nodes, roots)[:full].reshape(-1, WALK_GROUP).max(axis=1).astype(np.int32)
 
 
 @njit(cache=True, error_model="numpy", inline="always")

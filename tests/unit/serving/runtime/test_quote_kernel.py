@@ -10,7 +10,8 @@ import pytest
 
 from pipeline.features.engine import FeatureEngine
 from serving.events import Quote
-from serving.runtime.model import ModelRuntime, compiled_ensemble, gather_row
+from serving.runtime.model import ModelRuntime, compiled_ensemble
+from serving.runtime.quote_kernel import gather_row
 
 from .conftest import ROLES, STRIDE, market_events
 
